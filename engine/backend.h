@@ -1,0 +1,161 @@
+// The op interface. One abstract Backend with one method per op the BERT fine-tune pass needs,
+// forward and backward, taking non-owning Tensor views. Two implementations: engine/cpu/ (the
+// fp32 reference, plain loops) and cuda/ (the fast path, bf16 or fp32 activations). The model is
+// written once against this interface, so CPU-vs-GPU parity of a whole step is one test.
+//
+// Conventions every implementation follows:
+// - Packed layout: a batch of B sequences is T = sum(len_i) token rows; `cu_seqlens` (i32[B+1],
+//   prefix sums, on the backend's device) keeps sequences apart. No op ever sees padding.
+// - Activations ("act" below) are f32 on the CPU and f32 or bf16 on the GPU; statistics (layernorm
+//   mean/rstd, attention log-sum-exp), losses, gradients of parameters and optimizer state are f32.
+// - Parameter gradients are ACCUMULATED (+=) so gradient accumulation over micro-batches is free;
+//   the trainer zeroes them before each optimizer step. Activation gradients are overwritten unless
+//   the method says otherwise.
+// - Linear weights use the Hugging Face layout W[out, in]; y = x W^T + b.
+// - Dropout masks are regenerated from (DropoutRng, element index) with engine/philox.h: element
+//   index of a [T, C] tensor is t*C + c; attention probabilities use attention_dropout_index().
+//   Kept elements are scaled by 1/(1-p). p == 0 means identity.
+// - Tensors passed as "optional" may be empty (data == nullptr).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "engine/philox.h"
+#include "engine/tensor.h"
+
+namespace engine {
+
+enum class Activation : uint8_t { none, gelu };
+
+// Shape of a packed batch, known on the host.
+struct BatchShape {
+  int64_t tokens = 0;      // T
+  int64_t sequences = 0;   // B
+  int64_t max_seqlen = 0;  // longest sequence in the batch
+};
+
+// Arguments of one AdamW update over a flat f32 parameter buffer (see adamw()).
+struct AdamWArgs {
+  float lr = 0.f;
+  float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
+  float weight_decay = 0.f;
+  int64_t decay_end = 0;   // elements [0, decay_end) get weight decay, the rest (biases, LayerNorm) none
+  int64_t step = 1;        // 1-based step for bias correction
+  float max_grad_norm = 0.f;  // <= 0: no clipping
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual Device device() const = 0;
+  virtual std::string name() const = 0;
+  // The activation dtypes this backend can run ops in.
+  virtual bool supports(DType act) const = 0;
+
+  // ---- memory (arenas call these once; nothing allocates inside a step) ----
+  virtual void* allocate(size_t bytes) = 0;
+  virtual void release(void* p) = 0;
+  virtual void copy_from_host(Tensor dst, const void* src) = 0;  // dst.bytes() bytes
+  virtual void copy_to_host(void* dst, Tensor src) = 0;          // waits for the copy
+  virtual void copy(Tensor dst, Tensor src) = 0;                 // same dtype and size, same device
+  virtual void synchronize() = 0;
+
+  // Profiler ranges (NVTX on the GPU, nothing on the CPU): the timeline reads like the model.
+  virtual void range_push(const char* /*name*/) {}
+  virtual void range_pop() {}
+
+  // ---- elementwise helpers ----
+  virtual void fill(Tensor x, float value) = 0;   // any float dtype; i32 gets int(value)
+  virtual void cast(Tensor dst, Tensor src) = 0;  // f32 <-> bf16 <-> f16, same numel; same dtype copies
+
+  // ---- embeddings + layernorm ----
+  // s[t] = word[ids[t]] + pos[pos_ids[t]] + type[type_ids[t]]      (s: act [T, H], saved for backward)
+  // y[t] = (s[t] - mean[t]) * rstd[t] * gamma + beta              (mean, rstd: f32 [T])
+  // ids, pos_ids, type_ids: i32 [T]; tables: act [rows, H]; gamma, beta: act [H].
+  virtual void embeddings_forward(Tensor y, Tensor s, Tensor mean, Tensor rstd, Tensor ids, Tensor pos_ids,
+                                  Tensor type_ids, Tensor word, Tensor pos, Tensor type, Tensor gamma, Tensor beta,
+                                  float eps) = 0;
+  // Accumulates into dword, dpos, dtype (f32 tables) and dgamma, dbeta (f32 [H]). Deterministic:
+  // the same inputs give bitwise the same gradients (no float atomics in a varying order).
+  virtual void embeddings_backward(Tensor dword, Tensor dpos, Tensor dtype, Tensor dgamma, Tensor dbeta, Tensor dy,
+                                   Tensor s, Tensor mean, Tensor rstd, Tensor gamma, Tensor ids, Tensor pos_ids,
+                                   Tensor type_ids) = 0;
+
+  // ---- residual + dropout + layernorm (the end of each attention and FFN block) ----
+  // s = residual + dropout(branch); y = layernorm(s) with gamma, beta.  All act [T, H] but mean, rstd.
+  virtual void add_dropout_layernorm_forward(Tensor y, Tensor s, Tensor mean, Tensor rstd, Tensor branch,
+                                             Tensor residual, Tensor gamma, Tensor beta, float eps, float p,
+                                             DropoutRng rng) = 0;
+  // ds = d layernorm; d_residual = ds (overwritten); d_branch = dropout_backward(ds) (overwritten);
+  // dgamma, dbeta accumulated (f32 [H]).
+  virtual void add_dropout_layernorm_backward(Tensor d_branch, Tensor d_residual, Tensor dgamma, Tensor dbeta,
+                                              Tensor dy, Tensor s, Tensor mean, Tensor rstd, Tensor gamma, float p,
+                                              DropoutRng rng) = 0;
+
+  // ---- dropout (after the embeddings, before the classifier); y may alias x ----
+  virtual void dropout_forward(Tensor y, Tensor x, float p, DropoutRng rng) = 0;
+  virtual void dropout_backward(Tensor dx, Tensor dy, float p, DropoutRng rng) = 0;
+
+  // ---- linear layers ----
+  // y = act(x W^T + b). x: act [N, in], w: act [out, in], b: act [out] (optional), y: act [N, out].
+  // With Activation::gelu (exact erf GELU), pre = x W^T + b is written too (act [N, out]).
+  virtual void linear_forward(Tensor y, Tensor x, Tensor w, Tensor b, Activation act, Tensor pre) = 0;
+  // dx = dy W (overwrite, or += when accumulate). When x itself came out of a GELU, pass x's
+  // pre-activation and Activation::gelu: dx is then multiplied by gelu'(pre) (the dX of the second
+  // FFN matrix lands as the gradient of the first one's output before its GELU).
+  virtual void linear_backward_dx(Tensor dx, Tensor dy, Tensor w, bool accumulate, Activation act_of_x,
+                                  Tensor pre_of_x) = 0;
+  // dw += dy^T x (f32 [out, in]); db += sum over rows of dy (f32 [out], optional).
+  virtual void linear_backward_dw(Tensor dw, Tensor db, Tensor dy, Tensor x) = 0;
+
+  // ---- multi-head self-attention over the packed layout ----
+  // qkv: act [T, 3H] as [q | k | v] with heads contiguous inside each (head h of q is columns
+  // h*d .. h*d+d-1), as the fused QKV projection writes it. out: act [T, H] in the same head order.
+  // lse: f32 [T, heads], log-sum-exp of each scaled score row, saved for backward.
+  // Probabilities are dropped with p from rng (attention_dropout_index). scale is 1/sqrt(d) for BERT.
+  virtual void attention_forward(Tensor out, Tensor lse, Tensor qkv, Tensor cu_seqlens, const BatchShape& batch,
+                                 int heads, float scale, float p, DropoutRng rng) = 0;
+  // dqkv: act [T, 3H], overwritten.
+  virtual void attention_backward(Tensor dqkv, Tensor dout, Tensor qkv, Tensor out, Tensor lse, Tensor cu_seqlens,
+                                  const BatchShape& batch, int heads, float scale, float p, DropoutRng rng) = 0;
+
+  // ---- pooler pieces ----
+  // out[b] = x[rows[b]]  (rows: i32 [B], e.g. the [CLS] row of each sequence, cu_seqlens[b]).
+  virtual void gather_rows(Tensor out, Tensor x, Tensor rows) = 0;
+  // dx[rows[b]] += dout[b]; rows are distinct.
+  virtual void scatter_add_rows(Tensor dx, Tensor dout, Tensor rows) = 0;
+  virtual void tanh_forward(Tensor y, Tensor x) = 0;
+  virtual void tanh_backward(Tensor dx, Tensor dy, Tensor y) = 0;  // dx = dy * (1 - y^2)
+
+  // ---- losses: forward and backward in one pass ----
+  // Rows with label < 0 are ignored (loss 0, gradient 0). losses: f32 [N] per-row loss;
+  // dlogits = scale * (softmax(logits) - onehot(label)), act [N, C] (scale is 1 / rows counted).
+  virtual void cross_entropy(Tensor losses, Tensor dlogits, Tensor logits, Tensor labels, float scale) = 0;
+  // losses[n] = (pred[n] - target[n])^2; dpred = scale * 2 (pred - target). pred: act [N, 1], target f32 [N].
+  virtual void mse(Tensor losses, Tensor dpred, Tensor pred, Tensor target, float scale) = 0;
+
+  // ---- optimizer ----
+  // norm[0] = sqrt(sum of grads^2) over the flat f32 buffer, reduced in a fixed order.
+  virtual void global_norm(Tensor norm, Tensor grads) = 0;
+  // AdamW with decoupled weight decay on the flat f32 master buffer `params` with moments m, v.
+  // Gradients are multiplied by min(1, max_grad_norm / (norm[0] + 1e-6)) when max_grad_norm > 0;
+  // norm is the f32 [1] tensor global_norm() wrote (read on the device: no host round trip).
+  // When `working` is non-empty (a bf16 copy the forward pass reads) it is rewritten in the same pass.
+  virtual void adamw(Tensor params, Tensor grads, Tensor m, Tensor v, Tensor working, Tensor norm,
+                     const AdamWArgs& args) = 0;
+};
+
+// Choices a backend may offer. The CPU backend has one attention and ignores them.
+struct BackendOptions {
+  std::string attention = "flash";  // cuda: "flash" (hand-written fused), "cudnn" (cuDNN fused), "simple"
+  int device = 0;                   // cuda: which GPU
+};
+
+// The backends this build has. "cpu" always; "cuda" when built with CUDA and a GPU is present.
+std::unique_ptr<Backend> make_backend(const std::string& name, const BackendOptions& options = {});
+// True when the build has the CUDA backend and a GPU is visible (GPU tests skip otherwise).
+bool cuda_available();
+
+}  // namespace engine

@@ -1,0 +1,13 @@
+// The `engine` command's subcommands, one file each in engine/cli/. Each add_* registers its
+// subcommand (flags and callback) on the app; main.cpp lists them and turns engine::Error into a
+// message and a non-zero exit.
+#pragma once
+#include <CLI/CLI.hpp>
+
+namespace engine::cli {
+
+void add_info_command(CLI::App& app);      // cmd_info.cpp
+void add_finetune_command(CLI::App& app);  // cmd_finetune.cpp
+void add_tokenize_command(CLI::App& app);  // cmd_tokenize.cpp
+
+}  // namespace engine::cli

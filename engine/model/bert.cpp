@@ -1,0 +1,488 @@
+#include "engine/model/bert.h"
+
+#include <cmath>
+#include <random>
+
+#include "engine/bf16.h"
+#include "engine/model/init.h"
+
+namespace engine {
+
+namespace {
+
+// Dropout streams: each site of each layer draws from its own stream of the step's seed.
+constexpr uint32_t kEmbeddingDropout = 1, kHeadDropout = 2;
+uint32_t attention_probs_stream(int layer) { return 16u + 4u * uint32_t(layer); }
+uint32_t attention_output_stream(int layer) { return 17u + 4u * uint32_t(layer); }
+uint32_t ffn_output_stream(int layer) { return 18u + 4u * uint32_t(layer); }
+
+std::string layer_prefix(int i) { return "bert.encoder.layer." + std::to_string(i) + "."; }
+
+}  // namespace
+
+// One encoder layer: its parameter views (working copy for compute, f32 for gradients) and the
+// activations it saves for backward.
+struct BertModel::Layer {
+  // Working-copy weights (act dtype) and f32 gradients. QKV is one fused [3H, H] matrix.
+  Tensor w_qkv, b_qkv, w_out, b_out, ln1_g, ln1_b, w_ffn1, b_ffn1, w_ffn2, b_ffn2, ln2_g, ln2_b;
+  Tensor dw_qkv, db_qkv, dw_out, db_out, dln1_g, dln1_b, dw_ffn1, db_ffn1, dw_ffn2, db_ffn2, dln2_g, dln2_b;
+  // Saved activations.
+  Tensor qkv, ctx, lse, s1, mean1, rstd1, h1, ffn_pre, ffn_act, s2, mean2, rstd2, h2;
+};
+
+BertModel::BertModel(Backend& backend, const BertConfig& config, const ModelOptions& options)
+    : backend_(backend),
+      config_(config),
+      options_(options),
+      param_arena_(backend, "parameters"),
+      act_arena_(backend, "activations"),
+      graph_(backend) {
+  config_.validate("model config");
+  ENGINE_CHECK(backend.supports(options.act), "backend ", backend.name(), " cannot run activations in ",
+               dtype_name(options.act));
+  ENGINE_CHECK(options.max_tokens > 0 && options.max_sequences > 0, "model capacity must be positive (max_tokens ",
+               options.max_tokens, ", max_sequences ", options.max_sequences, ")");
+  for (int i = 0; i < config_.num_hidden_layers; ++i) layers_.push_back(std::make_unique<Layer>());
+  plan_parameters();
+  plan_activations();
+  param_arena_.allocate();
+  act_arena_.allocate();
+  backend_.fill(params_.master(), 0.f);
+  backend_.fill(params_.grads(), 0.f);
+  backend_.fill(params_.adam_m(), 0.f);
+  backend_.fill(params_.adam_v(), 0.f);
+  params_.sync_working(backend_);
+  build_graph();
+}
+
+BertModel::~BertModel() = default;
+
+size_t BertModel::parameter_bytes() const { return param_arena_.bytes(); }
+size_t BertModel::activation_bytes() const { return act_arena_.bytes(); }
+
+void BertModel::plan_parameters() {
+  const int64_t H = config_.hidden_size, I = config_.intermediate_size, C = config_.num_labels;
+  const bool pooler = options_.head == Head::sequence_classification;
+  // Decayed group: every weight matrix and embedding table.
+  params_.add("bert.embeddings.word_embeddings.weight", {config_.vocab_size, H});
+  params_.add("bert.embeddings.position_embeddings.weight", {config_.max_position_embeddings, H});
+  params_.add("bert.embeddings.token_type_embeddings.weight", {config_.type_vocab_size, H});
+  for (int i = 0; i < config_.num_hidden_layers; ++i) {
+    std::string p = layer_prefix(i);
+    params_.add(p + "attention.self.query.weight", {H, H});  // query, key, value back to back: fused QKV
+    params_.add(p + "attention.self.key.weight", {H, H}, true);
+    params_.add(p + "attention.self.value.weight", {H, H}, true);
+    params_.add(p + "attention.output.dense.weight", {H, H});
+    params_.add(p + "intermediate.dense.weight", {I, H});
+    params_.add(p + "output.dense.weight", {H, I});
+  }
+  if (pooler) params_.add("bert.pooler.dense.weight", {H, H});
+  params_.add("classifier.weight", {C, H});
+  // No decay: biases and LayerNorm parameters.
+  params_.begin_no_decay();
+  params_.add("bert.embeddings.LayerNorm.weight", {H});
+  params_.add("bert.embeddings.LayerNorm.bias", {H});
+  for (int i = 0; i < config_.num_hidden_layers; ++i) {
+    std::string p = layer_prefix(i);
+    params_.add(p + "attention.self.query.bias", {H});
+    params_.add(p + "attention.self.key.bias", {H}, true);
+    params_.add(p + "attention.self.value.bias", {H}, true);
+    params_.add(p + "attention.output.dense.bias", {H});
+    params_.add(p + "attention.output.LayerNorm.weight", {H});
+    params_.add(p + "attention.output.LayerNorm.bias", {H});
+    params_.add(p + "intermediate.dense.bias", {I});
+    params_.add(p + "output.dense.bias", {H});
+    params_.add(p + "output.LayerNorm.weight", {H});
+    params_.add(p + "output.LayerNorm.bias", {H});
+  }
+  if (pooler) params_.add("bert.pooler.dense.bias", {H});
+  params_.add("classifier.bias", {C});
+  params_.plan(param_arena_, options_.act);
+}
+
+void BertModel::plan_activations() {
+  const int64_t T = options_.max_tokens, B = options_.max_sequences;
+  const int64_t H = config_.hidden_size, I = config_.intermediate_size, C = config_.num_labels;
+  const int64_t heads = config_.num_attention_heads;
+  const DType act = options_.act, f32 = DType::f32, i32 = DType::i32;
+  const bool tokens_head = options_.head == Head::token_classification;
+  const int64_t rows = tokens_head ? T : B;  // rows of logits
+  Arena& a = act_arena_;
+
+  a.plan(&ids_, i32, {T}, "batch.ids");
+  a.plan(&type_ids_, i32, {T}, "batch.type_ids");
+  a.plan(&pos_ids_, i32, {T}, "batch.pos_ids");
+  a.plan(&cu_seqlens_, i32, {B + 1}, "batch.cu_seqlens");
+  a.plan(&cls_rows_, i32, {B}, "batch.cls_rows");
+  a.plan(&labels_, i32, {rows}, "batch.labels");
+  a.plan(&targets_, f32, {B}, "batch.targets");
+
+  a.plan(&emb_s_, act, {T, H}, "embeddings.sum");
+  a.plan(&emb_mean_, f32, {T}, "embeddings.mean");
+  a.plan(&emb_rstd_, f32, {T}, "embeddings.rstd");
+  a.plan(&emb_out_, act, {T, H}, "embeddings.out");
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    Layer& L = *layers_[i];
+    std::string p = "layer." + std::to_string(i) + ".";
+    a.plan(&L.qkv, act, {T, 3 * H}, p + "qkv");
+    a.plan(&L.ctx, act, {T, H}, p + "context");
+    a.plan(&L.lse, f32, {T, heads}, p + "lse");
+    a.plan(&L.s1, act, {T, H}, p + "attention.sum");
+    a.plan(&L.mean1, f32, {T}, p + "attention.mean");
+    a.plan(&L.rstd1, f32, {T}, p + "attention.rstd");
+    a.plan(&L.h1, act, {T, H}, p + "attention.out");
+    a.plan(&L.ffn_pre, act, {T, I}, p + "ffn.pre_gelu");
+    a.plan(&L.ffn_act, act, {T, I}, p + "ffn.gelu");
+    a.plan(&L.s2, act, {T, H}, p + "ffn.sum");
+    a.plan(&L.mean2, f32, {T}, p + "ffn.mean");
+    a.plan(&L.rstd2, f32, {T}, p + "ffn.rstd");
+    a.plan(&L.h2, act, {T, H}, p + "out");
+  }
+  a.plan(&branch_, act, {T, H}, "scratch.branch");
+  if (tokens_head) {
+    a.plan(&head_in_drop_, act, {T, H}, "head.dropped");
+  } else {
+    a.plan(&cls_, act, {B, H}, "pooler.cls");
+    a.plan(&pooled_, act, {B, H}, "pooler.out");
+    a.plan(&pooled_drop_, act, {B, H}, "pooler.dropped");
+    a.plan(&d_pooled_, act, {B, H}, "grad.pooler");
+    a.plan(&d_cls_, act, {B, H}, "grad.cls");
+  }
+  a.plan(&logits_, act, {rows, C}, "head.logits");
+  a.plan(&losses_, f32, {rows}, "head.losses");
+  a.plan(&d_logits_, act, {rows, C}, "grad.logits");
+
+  a.plan(&d_hidden_, act, {T, H}, "grad.hidden");
+  a.plan(&d_h1_, act, {T, H}, "grad.attention_out");
+  a.plan(&d_branch_, act, {T, H}, "grad.branch");
+  a.plan(&d_ffn_, act, {T, I}, "grad.ffn");
+  a.plan(&d_ctx_, act, {T, H}, "grad.context");
+  a.plan(&d_qkv_, act, {T, 3 * H}, "grad.qkv");
+}
+
+void BertModel::build_graph() {
+  add_embeddings();
+  for (int i = 0; i < int(layers_.size()); ++i) add_layer(i);
+  add_head();
+}
+
+void BertModel::add_embeddings() {
+  graph_.add(
+      "embeddings",
+      [this] {
+        const ParamStore& P = params_;
+        backend_.embeddings_forward(act_rows(emb_out_), act_rows(emb_s_), emb_mean_.rows(shape_.tokens),
+                                    emb_rstd_.rows(shape_.tokens), ids_.rows(shape_.tokens),
+                                    pos_ids_.rows(shape_.tokens), type_ids_.rows(shape_.tokens),
+                                    P.working("bert.embeddings.word_embeddings.weight"),
+                                    P.working("bert.embeddings.position_embeddings.weight"),
+                                    P.working("bert.embeddings.token_type_embeddings.weight"),
+                                    P.working("bert.embeddings.LayerNorm.weight"),
+                                    P.working("bert.embeddings.LayerNorm.bias"), config_.layer_norm_eps);
+        backend_.dropout_forward(act_rows(emb_out_), act_rows(emb_out_), p(config_.hidden_dropout_prob),
+                                 rng(kEmbeddingDropout));
+      },
+      [this] {
+        const ParamStore& P = params_;
+        backend_.dropout_backward(act_rows(d_hidden_), act_rows(d_hidden_), p(config_.hidden_dropout_prob),
+                                  rng(kEmbeddingDropout));
+        backend_.embeddings_backward(P.grad("bert.embeddings.word_embeddings.weight"),
+                                     P.grad("bert.embeddings.position_embeddings.weight"),
+                                     P.grad("bert.embeddings.token_type_embeddings.weight"),
+                                     P.grad("bert.embeddings.LayerNorm.weight"),
+                                     P.grad("bert.embeddings.LayerNorm.bias"), act_rows(d_hidden_), act_rows(emb_s_),
+                                     emb_mean_.rows(shape_.tokens), emb_rstd_.rows(shape_.tokens),
+                                     P.working("bert.embeddings.LayerNorm.weight"), ids_.rows(shape_.tokens),
+                                     pos_ids_.rows(shape_.tokens), type_ids_.rows(shape_.tokens));
+      });
+}
+
+void BertModel::add_layer(int index) {
+  Layer& L = *layers_[index];
+  const int64_t H = config_.hidden_size;
+  const std::string pre = layer_prefix(index);
+  const ParamStore& P = params_;
+  Tensor working = P.working(), grads = P.grads();
+  L.w_qkv = ParamStore::span(working, P.get(pre + "attention.self.query.weight"), {3 * H, H});
+  L.b_qkv = ParamStore::span(working, P.get(pre + "attention.self.query.bias"), {3 * H});
+  L.dw_qkv = ParamStore::span(grads, P.get(pre + "attention.self.query.weight"), {3 * H, H});
+  L.db_qkv = ParamStore::span(grads, P.get(pre + "attention.self.query.bias"), {3 * H});
+  auto both = [&](Tensor& w, Tensor& g, const std::string& name) {
+    w = P.working(pre + name);
+    g = P.grad(pre + name);
+  };
+  both(L.w_out, L.dw_out, "attention.output.dense.weight");
+  both(L.b_out, L.db_out, "attention.output.dense.bias");
+  both(L.ln1_g, L.dln1_g, "attention.output.LayerNorm.weight");
+  both(L.ln1_b, L.dln1_b, "attention.output.LayerNorm.bias");
+  both(L.w_ffn1, L.dw_ffn1, "intermediate.dense.weight");
+  both(L.b_ffn1, L.db_ffn1, "intermediate.dense.bias");
+  both(L.w_ffn2, L.dw_ffn2, "output.dense.weight");
+  both(L.b_ffn2, L.db_ffn2, "output.dense.bias");
+  both(L.ln2_g, L.dln2_g, "output.LayerNorm.weight");
+  both(L.ln2_b, L.dln2_b, "output.LayerNorm.bias");
+
+  // The layer's input: the embeddings or the previous layer's output.
+  Tensor input = index == 0 ? emb_out_ : layers_[index - 1]->h2;
+  const std::string name = "layer." + std::to_string(index);
+  const float scale = 1.f / std::sqrt(float(config_.head_dim()));
+  const int heads = int(config_.num_attention_heads);
+
+  graph_.add(
+      name + ".attention",
+      [this, &L, input, index, scale, heads] {
+        const int64_t T = shape_.tokens;
+        Tensor x = input.rows(T);
+        backend_.linear_forward(L.qkv.rows(T), x, L.w_qkv, L.b_qkv, Activation::none, {});
+        backend_.attention_forward(L.ctx.rows(T), L.lse.rows(T), L.qkv.rows(T), cu_seqlens_.rows(shape_.sequences + 1),
+                                   shape_, heads, scale, p(config_.attention_probs_dropout_prob),
+                                   rng(attention_probs_stream(index)));
+        backend_.linear_forward(branch_.rows(T), L.ctx.rows(T), L.w_out, L.b_out, Activation::none, {});
+        backend_.add_dropout_layernorm_forward(L.h1.rows(T), L.s1.rows(T), L.mean1.rows(T), L.rstd1.rows(T),
+                                               branch_.rows(T), x, L.ln1_g, L.ln1_b, config_.layer_norm_eps,
+                                               p(config_.hidden_dropout_prob), rng(attention_output_stream(index)));
+      },
+      // In: d_h1 (gradient of this block's output). Out: d_hidden (gradient of the layer input).
+      [this, &L, input, index, scale, heads] {
+        const int64_t T = shape_.tokens;
+        Tensor x = input.rows(T);
+        backend_.add_dropout_layernorm_backward(d_branch_.rows(T), d_hidden_.rows(T), L.dln1_g, L.dln1_b,
+                                                d_h1_.rows(T), L.s1.rows(T), L.mean1.rows(T), L.rstd1.rows(T),
+                                                L.ln1_g, p(config_.hidden_dropout_prob),
+                                                rng(attention_output_stream(index)));
+        backend_.linear_backward_dw(L.dw_out, L.db_out, d_branch_.rows(T), L.ctx.rows(T));
+        backend_.linear_backward_dx(d_ctx_.rows(T), d_branch_.rows(T), L.w_out, false, Activation::none, {});
+        backend_.attention_backward(d_qkv_.rows(T), d_ctx_.rows(T), L.qkv.rows(T), L.ctx.rows(T), L.lse.rows(T),
+                                    cu_seqlens_.rows(shape_.sequences + 1), shape_, heads, scale,
+                                    p(config_.attention_probs_dropout_prob), rng(attention_probs_stream(index)));
+        backend_.linear_backward_dw(L.dw_qkv, L.db_qkv, d_qkv_.rows(T), x);
+        backend_.linear_backward_dx(d_hidden_.rows(T), d_qkv_.rows(T), L.w_qkv, true, Activation::none, {});
+      });
+
+  graph_.add(
+      name + ".ffn",
+      [this, &L, index] {
+        const int64_t T = shape_.tokens;
+        backend_.linear_forward(L.ffn_act.rows(T), L.h1.rows(T), L.w_ffn1, L.b_ffn1, Activation::gelu,
+                                L.ffn_pre.rows(T));
+        backend_.linear_forward(branch_.rows(T), L.ffn_act.rows(T), L.w_ffn2, L.b_ffn2, Activation::none, {});
+        backend_.add_dropout_layernorm_forward(L.h2.rows(T), L.s2.rows(T), L.mean2.rows(T), L.rstd2.rows(T),
+                                               branch_.rows(T), L.h1.rows(T), L.ln2_g, L.ln2_b, config_.layer_norm_eps,
+                                               p(config_.hidden_dropout_prob), rng(ffn_output_stream(index)));
+      },
+      // In: d_hidden (gradient of the layer output). Out: d_h1.
+      [this, &L, index] {
+        const int64_t T = shape_.tokens;
+        backend_.add_dropout_layernorm_backward(d_branch_.rows(T), d_h1_.rows(T), L.dln2_g, L.dln2_b,
+                                                d_hidden_.rows(T), L.s2.rows(T), L.mean2.rows(T), L.rstd2.rows(T),
+                                                L.ln2_g, p(config_.hidden_dropout_prob), rng(ffn_output_stream(index)));
+        backend_.linear_backward_dw(L.dw_ffn2, L.db_ffn2, d_branch_.rows(T), L.ffn_act.rows(T));
+        backend_.linear_backward_dx(d_ffn_.rows(T), d_branch_.rows(T), L.w_ffn2, false, Activation::gelu,
+                                    L.ffn_pre.rows(T));
+        backend_.linear_backward_dw(L.dw_ffn1, L.db_ffn1, d_ffn_.rows(T), L.h1.rows(T));
+        backend_.linear_backward_dx(d_h1_.rows(T), d_ffn_.rows(T), L.w_ffn1, true, Activation::none, {});
+      });
+}
+
+void BertModel::add_head() {
+  Tensor last = layers_.empty() ? emb_out_ : layers_.back()->h2;
+  const float drop = config_.classifier_dropout_prob();
+  if (options_.head == Head::token_classification) {
+    graph_.add(
+        "classifier",
+        [this, last, drop] {
+          const int64_t T = shape_.tokens;
+          backend_.dropout_forward(head_in_drop_.rows(T), last.rows(T), p(drop), rng(kHeadDropout));
+          backend_.linear_forward(logits_.rows(T), head_in_drop_.rows(T), params_.working("classifier.weight"),
+                                  params_.working("classifier.bias"), Activation::none, {});
+        },
+        [this, drop] {
+          const int64_t T = shape_.tokens;
+          backend_.linear_backward_dw(params_.grad("classifier.weight"), params_.grad("classifier.bias"),
+                                      d_logits_.rows(T), head_in_drop_.rows(T));
+          backend_.linear_backward_dx(d_hidden_.rows(T), d_logits_.rows(T), params_.working("classifier.weight"),
+                                      false, Activation::none, {});
+          backend_.dropout_backward(d_hidden_.rows(T), d_hidden_.rows(T), p(drop), rng(kHeadDropout));
+        });
+  } else {
+    graph_.add(
+        "pooler",
+        [this, last, drop] {
+          const int64_t B = shape_.sequences;
+          backend_.gather_rows(cls_.rows(B), last.rows(shape_.tokens), cls_rows_.rows(B));
+          backend_.linear_forward(pooled_.rows(B), cls_.rows(B), params_.working("bert.pooler.dense.weight"),
+                                  params_.working("bert.pooler.dense.bias"), Activation::none, {});
+          backend_.tanh_forward(pooled_.rows(B), pooled_.rows(B));
+          backend_.dropout_forward(pooled_drop_.rows(B), pooled_.rows(B), p(drop), rng(kHeadDropout));
+        },
+        // In: d_pooled (gradient of the dropped pooler output). Out: d_hidden, zero but at [CLS] rows.
+        [this, drop] {
+          const int64_t B = shape_.sequences, T = shape_.tokens;
+          backend_.dropout_backward(d_pooled_.rows(B), d_pooled_.rows(B), p(drop), rng(kHeadDropout));
+          backend_.tanh_backward(d_pooled_.rows(B), d_pooled_.rows(B), pooled_.rows(B));
+          backend_.linear_backward_dw(params_.grad("bert.pooler.dense.weight"), params_.grad("bert.pooler.dense.bias"),
+                                      d_pooled_.rows(B), cls_.rows(B));
+          backend_.linear_backward_dx(d_cls_.rows(B), d_pooled_.rows(B), params_.working("bert.pooler.dense.weight"),
+                                      false, Activation::none, {});
+          backend_.fill(d_hidden_.rows(T), 0.f);
+          backend_.scatter_add_rows(d_hidden_.rows(T), d_cls_.rows(B), cls_rows_.rows(B));
+        });
+    graph_.add(
+        "classifier",
+        [this] {
+          const int64_t B = shape_.sequences;
+          backend_.linear_forward(logits_.rows(B), pooled_drop_.rows(B), params_.working("classifier.weight"),
+                                  params_.working("classifier.bias"), Activation::none, {});
+        },
+        [this] {
+          const int64_t B = shape_.sequences;
+          backend_.linear_backward_dw(params_.grad("classifier.weight"), params_.grad("classifier.bias"),
+                                      d_logits_.rows(B), pooled_drop_.rows(B));
+          backend_.linear_backward_dx(d_pooled_.rows(B), d_logits_.rows(B), params_.working("classifier.weight"),
+                                      false, Activation::none, {});
+        });
+  }
+  // The loss writes per-row losses and, fused, the gradient of the logits; its backward is empty.
+  graph_.add(
+      "loss",
+      [this] {
+        if (!has_labels_) return;
+        const int64_t rows = logit_rows();
+        const float scale = counted_rows_ > 0 ? loss_weight_ / float(counted_rows_) : 0.f;
+        if (is_regression()) {
+          backend_.mse(losses_.rows(rows), d_logits_.rows(rows), logits_.rows(rows), targets_.rows(rows), scale);
+        } else {
+          backend_.cross_entropy(losses_.rows(rows), d_logits_.rows(rows), logits_.rows(rows), labels_.rows(rows),
+                                 scale);
+        }
+      },
+      {});
+}
+
+void BertModel::init_weights(uint64_t seed) {
+  std::vector<std::string> all;
+  for (const ParamInfo& info : params_.list()) all.push_back(info.name);
+  init_parameters(all, seed);
+}
+
+void BertModel::init_parameters(const std::vector<std::string>& names, uint64_t seed) {
+  NormalSampler normal(seed);
+  for (const std::string& name : names) {
+    const ParamInfo& info = params_.get(name);
+    std::vector<float> values(size_t(info.numel), 0.f);
+    if (name.find("LayerNorm.weight") != std::string::npos) {
+      std::fill(values.begin(), values.end(), 1.f);
+    } else if (info.shape.size() == 2) {
+      for (float& v : values) v = normal(config_.initializer_range);
+    }
+    if (name == "bert.embeddings.word_embeddings.weight" && config_.pad_token_id >= 0 &&
+        config_.pad_token_id < config_.vocab_size) {
+      std::fill_n(values.begin() + config_.pad_token_id * config_.hidden_size, config_.hidden_size, 0.f);
+    }
+    params_.set_host(backend_, name, values);
+  }
+}
+
+int64_t BertModel::logit_rows() const {
+  return options_.head == Head::token_classification ? shape_.tokens : shape_.sequences;
+}
+
+void BertModel::set_batch(const Batch& batch) {
+  const int64_t T = batch.tokens(), B = batch.sequences();
+  ENGINE_CHECK(B > 0 && T > 0, "empty batch");
+  ENGINE_CHECK(T <= options_.max_tokens, "batch of ", T, " tokens exceeds the planned capacity of ", options_.max_tokens);
+  ENGINE_CHECK(B <= options_.max_sequences, "batch of ", B, " sequences exceeds the planned capacity of ",
+               options_.max_sequences);
+  ENGINE_CHECK(int64_t(batch.type_ids.size()) == T && int64_t(batch.pos_ids.size()) == T,
+               "batch: ids, type_ids and pos_ids differ in length");
+  ENGINE_CHECK(batch.cu_seqlens.front() == 0 && batch.cu_seqlens.back() == T, "batch: cu_seqlens must run from 0 to ",
+               T);
+  for (int64_t b = 0; b < B; ++b) {
+    int64_t len = batch.cu_seqlens[b + 1] - batch.cu_seqlens[b];
+    ENGINE_CHECK(len > 0, "batch: sequence ", b, " is empty");
+    ENGINE_CHECK(len <= config_.max_position_embeddings, "batch: sequence ", b, " has ", len,
+                 " tokens, more than max_position_embeddings ", config_.max_position_embeddings);
+  }
+  for (int64_t t = 0; t < T; ++t) {
+    ENGINE_CHECK(batch.ids[t] >= 0 && batch.ids[t] < config_.vocab_size, "batch: token id ", batch.ids[t],
+                 " outside the vocabulary of ", config_.vocab_size);
+    ENGINE_CHECK(batch.type_ids[t] >= 0 && batch.type_ids[t] < config_.type_vocab_size, "batch: token type id ",
+                 batch.type_ids[t], " outside type_vocab_size ", config_.type_vocab_size);
+    ENGINE_CHECK(batch.pos_ids[t] >= 0 && batch.pos_ids[t] < config_.max_position_embeddings, "batch: position ",
+                 batch.pos_ids[t], " outside max_position_embeddings ", config_.max_position_embeddings);
+  }
+  shape_ = BatchShape{T, B, batch.max_seqlen()};
+  backend_.copy_from_host(ids_.rows(T), batch.ids.data());
+  backend_.copy_from_host(type_ids_.rows(T), batch.type_ids.data());
+  backend_.copy_from_host(pos_ids_.rows(T), batch.pos_ids.data());
+  backend_.copy_from_host(cu_seqlens_.rows(B + 1), batch.cu_seqlens.data());
+  backend_.copy_from_host(cls_rows_.rows(B), batch.cu_seqlens.data());
+
+  const int64_t rows = logit_rows();
+  counted_rows_ = 0;
+  if (is_regression()) {
+    has_labels_ = !batch.targets.empty();
+    if (has_labels_) {
+      ENGINE_CHECK(int64_t(batch.targets.size()) == B, "batch: ", batch.targets.size(), " targets for ", B,
+                   " sequences");
+      backend_.copy_from_host(targets_.rows(B), batch.targets.data());
+      counted_rows_ = B;
+    }
+  } else {
+    has_labels_ = !batch.labels.empty();
+    if (has_labels_) {
+      ENGINE_CHECK(int64_t(batch.labels.size()) == rows, "batch: ", batch.labels.size(), " labels for ", rows,
+                   options_.head == Head::token_classification ? " tokens" : " sequences");
+      for (int32_t label : batch.labels) {
+        ENGINE_CHECK(label < config_.num_labels, "batch: label ", label, " but the model has ", config_.num_labels,
+                     " labels");
+        counted_rows_ += label >= 0;
+      }
+      backend_.copy_from_host(labels_.rows(rows), batch.labels.data());
+    }
+  }
+  backward_ready_ = false;
+}
+
+void BertModel::forward(Pass pass, uint64_t dropout_seed, float loss_weight) {
+  ENGINE_CHECK(shape_.tokens > 0, "forward() before set_batch()");
+  pass_ = pass;
+  step_seed_ = dropout_seed;
+  loss_weight_ = loss_weight;
+  graph_.forward();
+  backward_ready_ = has_labels_;
+}
+
+void BertModel::backward() {
+  ENGINE_CHECK(backward_ready_, "backward() needs a forward pass over a batch with labels");
+  graph_.backward();
+  backward_ready_ = false;
+}
+
+float BertModel::loss() {
+  ENGINE_CHECK(has_labels_, "loss() of a batch without labels");
+  const int64_t rows = logit_rows();
+  std::vector<float> host(static_cast<size_t>(rows));
+  backend_.copy_to_host(host.data(), losses_.rows(rows));
+  double sum = 0;
+  for (float v : host) sum += v;
+  return counted_rows_ > 0 ? float(sum / double(counted_rows_)) : 0.f;
+}
+
+std::vector<float> BertModel::logits() {
+  Tensor t = logits_.rows(logit_rows());
+  std::vector<float> out(size_t(t.numel()));
+  if (t.dtype == DType::f32) {
+    backend_.copy_to_host(out.data(), t);
+  } else {
+    std::vector<uint16_t> raw(out.size());
+    backend_.copy_to_host(raw.data(), t);
+    for (size_t i = 0; i < raw.size(); ++i)
+      out[i] = t.dtype == DType::bf16 ? bf16_to_float(raw[i]) : fp16_to_float(raw[i]);
+  }
+  return out;
+}
+
+void BertModel::zero_grads() { backend_.fill(params_.grads(), 0.f); }
+
+}  // namespace engine

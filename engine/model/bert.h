@@ -1,0 +1,116 @@
+// BertModel: Hugging Face's BertForSequenceClassification (single sentences and pairs; regression
+// when num_labels == 1) and BertForTokenClassification, built once as a Graph over a Backend.
+// Parameters live in a ParamStore under their HF names; activations and their gradients are planned
+// in one arena for the largest batch (max_tokens, max_sequences) and each step views the rows it
+// uses. The backward pass is written by hand, node by node, next to each forward.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/arena.h"
+#include "engine/graph.h"
+#include "engine/model/batch.h"
+#include "engine/model/config.h"
+#include "engine/model/params.h"
+
+namespace engine {
+
+enum class Head { sequence_classification, token_classification };
+
+struct ModelOptions {
+  Head head = Head::sequence_classification;
+  DType act = DType::f32;     // activation and working-weight dtype (bf16 only on the GPU)
+  int64_t max_tokens = 4096;  // planned capacity of one batch
+  int64_t max_sequences = 256;
+};
+
+enum class Pass { train, eval };  // eval: dropout off
+
+class BertModel {
+ public:
+  BertModel(Backend& backend, const BertConfig& config, const ModelOptions& options);
+  ~BertModel();
+  BertModel(const BertModel&) = delete;
+  BertModel& operator=(const BertModel&) = delete;
+
+  const BertConfig& config() const { return config_; }
+  const ModelOptions& options() const { return options_; }
+  Backend& backend() { return backend_; }
+  ParamStore& params() { return params_; }
+  const ParamStore& params() const { return params_; }
+  bool is_regression() const { return options_.head == Head::sequence_classification && config_.num_labels == 1; }
+  // Bytes of each arena (parameters with optimizer state; activations and their gradients).
+  size_t parameter_bytes() const;
+  size_t activation_bytes() const;
+
+  // Hugging Face's initialisation: Linear and Embedding weights ~ normal(0, initializer_range),
+  // the padding row of the word embeddings zero, biases zero, LayerNorm weight 1 and bias 0.
+  void init_weights(uint64_t seed);
+  // The same rule for the named parameters only (a checkpoint without a head, or --reinit-head).
+  void init_parameters(const std::vector<std::string>& names, uint64_t seed);
+
+  // Uploads a packed batch. Throws when it exceeds the planned capacity or holds ids out of range.
+  void set_batch(const Batch& batch);
+  const BatchShape& shape() const { return shape_; }
+
+  // Runs the forward pass over the current batch. With labels in the batch it also computes the
+  // loss and, fused with it, the gradient of the logits, scaled by loss_weight / (rows counted):
+  // pass 1 / accumulation_steps when accumulating gradients over micro-batches.
+  void forward(Pass pass, uint64_t dropout_seed, float loss_weight = 1.f);
+  // Accumulates parameter gradients (+=) for the last forward. Needs labels.
+  void backward();
+  // Mean loss of the last forward over the rows counted (reads from the device: do it when logging).
+  float loss();
+  // Logits of the last forward on the host, [rows, num_labels] row-major: rows are sequences, or
+  // tokens for token classification.
+  std::vector<float> logits();
+  int64_t logit_rows() const;
+
+  // Zeroes the gradient buffer (before each optimizer step's first micro-batch).
+  void zero_grads();
+
+ private:
+  struct Layer;
+  void plan_parameters();
+  void plan_activations();
+  void build_graph();
+  void add_embeddings();
+  void add_layer(int index);
+  void add_head();
+  DropoutRng rng(uint32_t stream) const { return DropoutRng{step_seed_, stream}; }
+  float p(float prob) const { return pass_ == Pass::train ? prob : 0.f; }
+  Tensor act_rows(Tensor t) const { return t.rows(shape_.tokens); }
+
+  Backend& backend_;
+  BertConfig config_;
+  ModelOptions options_;
+  ParamStore params_;
+  Arena param_arena_;
+  Arena act_arena_;
+  Graph graph_;
+  std::vector<std::unique_ptr<Layer>> layers_;
+
+  // Current batch and pass.
+  BatchShape shape_;
+  Pass pass_ = Pass::eval;
+  uint64_t step_seed_ = 0;
+  float loss_weight_ = 1.f;
+  bool has_labels_ = false;
+  int64_t counted_rows_ = 0;  // rows that contribute to the loss
+  bool backward_ready_ = false;
+
+  // Batch on the device.
+  Tensor ids_, type_ids_, pos_ids_, cu_seqlens_, cls_rows_, labels_, targets_;
+  // Embeddings.
+  Tensor emb_s_, emb_mean_, emb_rstd_, emb_out_;
+  // Head.
+  Tensor cls_, pooled_, pooled_drop_, head_in_drop_, logits_, losses_;
+  Tensor d_logits_, d_head_in_, d_pooled_, d_cls_;
+  // Gradient scratch shared by all layers (backward walks one layer at a time).
+  Tensor d_hidden_, d_h1_, d_branch_, d_ffn_, d_ctx_, d_qkv_;
+  Tensor branch_;  // forward scratch: output of a block's last matmul before dropout + residual + LN
+};
+
+}  // namespace engine

@@ -1,0 +1,169 @@
+#include "engine/model/checkpoint.h"
+
+#include <filesystem>
+#include <set>
+
+#include "engine/io/atomic_file.h"
+#include "engine/io/safetensors.h"
+
+namespace engine {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+// The names a parameter may have in a file: HF's, without `bert.`, with the old gamma/beta spelling.
+std::vector<std::string> candidate_names(const std::string& name) {
+  std::vector<std::string> names{name};
+  const std::string prefix = "bert.";
+  if (name.rfind(prefix, 0) == 0) names.push_back(name.substr(prefix.size()));
+  size_t n = names.size();
+  for (size_t i = 0; i < n; ++i) {
+    const std::string s = names[i];  // a copy: push_back below may reallocate
+    if (s.size() > 16 && s.compare(s.size() - 16, 16, "LayerNorm.weight") == 0)
+      names.push_back(s.substr(0, s.size() - 6) + "gamma");
+    if (s.size() > 14 && s.compare(s.size() - 14, 14, "LayerNorm.bias") == 0)
+      names.push_back(s.substr(0, s.size() - 4) + "beta");
+  }
+  return names;
+}
+
+bool is_head(const std::string& name) { return name.rfind("classifier.", 0) == 0; }
+bool is_pooler(const std::string& name) { return name.rfind("bert.pooler.", 0) == 0; }
+
+std::string architecture(const BertModel& model) {
+  return model.options().head == Head::token_classification ? "BertForTokenClassification"
+                                                            : "BertForSequenceClassification";
+}
+
+}  // namespace
+
+std::string LoadReport::summary() const {
+  std::string s = std::to_string(loaded) + " tensors loaded";
+  if (!initialised.empty()) {
+    s += "; initialised (not in the checkpoint):";
+    for (const std::string& n : initialised) s += " " + n;
+  }
+  if (!unused.empty()) s += "; " + std::to_string(unused.size()) + " checkpoint tensors unused (e.g. " + unused[0] + ")";
+  return s;
+}
+
+BertConfig read_model_config(const std::string& dir) {
+  ENGINE_CHECK(fs::is_directory(dir), "model directory '", dir, "' does not exist");
+  std::string path = (fs::path(dir) / "config.json").string();
+  ENGINE_CHECK(fs::exists(path), "model directory '", dir, "' has no config.json");
+  return BertConfig::from_file(path);
+}
+
+bool checkpoint_head_matches(const std::string& dir, int64_t num_labels) {
+  std::string path = (fs::path(dir) / "model.safetensors").string();
+  if (!fs::exists(path)) return false;
+  io::SafetensorsFile file = io::SafetensorsFile::open(path);
+  if (!file.has("classifier.weight")) return false;
+  const auto& shape = file.get("classifier.weight").shape;
+  return !shape.empty() && shape[0] == num_labels;
+}
+
+LoadReport load_weights(BertModel& model, const std::string& dir, bool reinit_head, uint64_t seed) {
+  io::recover_directory(dir);
+  std::string path = (fs::path(dir) / "model.safetensors").string();
+  ENGINE_CHECK(fs::exists(path), "model directory '", dir, "' has no model.safetensors",
+               fs::exists(fs::path(dir) / "pytorch_model.bin")
+                   ? " (it has pytorch_model.bin: convert it with tools/convert_to_safetensors.py)"
+                   : "");
+  io::SafetensorsFile file = io::SafetensorsFile::open(path);
+  LoadReport report;
+  std::set<std::string> used;
+  for (const ParamInfo& p : model.params().list()) {
+    const io::SafetensorsTensor* found = nullptr;
+    for (const std::string& candidate : candidate_names(p.name)) {
+      if (file.has(candidate)) {
+        found = &file.get(candidate);
+        break;
+      }
+    }
+    if (found && found->shape != p.shape) {
+      ENGINE_CHECK(is_head(p.name) && reinit_head, path, ": tensor '", found->name, "' has shape ",
+                   shape_str(found->shape), " but the model needs ", shape_str(p.shape),
+                   is_head(p.name) ? " (the classifier has another number of labels: pass --reinit-head to start "
+                                     "a fresh head)"
+                                   : "");
+      used.insert(found->name);
+      found = nullptr;
+    }
+    if (found && is_head(p.name) && reinit_head) {
+      used.insert(found->name);
+      found = nullptr;
+    }
+    if (!found) {
+      ENGINE_CHECK(is_head(p.name) || is_pooler(p.name), path, ": no tensor for parameter '", p.name,
+                   "' (looked for: ", [&] {
+                     std::string s;
+                     for (const std::string& c : candidate_names(p.name)) s += (s.empty() ? "" : ", ") + c;
+                     return s;
+                   }(), ")");
+      report.initialised.push_back(p.name);
+      continue;
+    }
+    model.params().set_host(model.backend(), p.name, file.to_f32(found->name));
+    used.insert(found->name);
+    ++report.loaded;
+  }
+  for (const io::SafetensorsTensor& t : file.tensors())
+    if (!used.count(t.name)) report.unused.push_back(t.name);
+  if (!report.initialised.empty()) model.init_parameters(report.initialised, seed);
+  return report;
+}
+
+void save_pretrained(BertModel& model, const std::string& dir, const SaveOptions& options) {
+  fs::path final_dir = fs::absolute(dir).lexically_normal();
+  if (final_dir.filename().empty()) final_dir = final_dir.parent_path();
+  fs::create_directories(final_dir.parent_path());
+  fs::path staged = io::temp_path_for(final_dir.string());
+  fs::remove_all(staged);
+  fs::create_directories(staged);
+  try {
+    // config.json with the head, the labels and the architecture transformers should build.
+    nlohmann::json config = model.config().to_json();
+    config["architectures"] = {architecture(model)};
+    if (model.is_regression()) config["problem_type"] = "regression";
+    for (auto& [k, v] : options.extra_config.items()) config[k] = v;
+    io::write_file_atomic((staged / "config.json").string(), config.dump(2) + "\n");
+
+    // model.safetensors: every parameter in f32 under its HF name.
+    std::vector<std::vector<float>> values;
+    std::vector<io::SafetensorsWriteEntry> entries;
+    const auto& params = model.params().list();
+    values.reserve(params.size());
+    for (const ParamInfo& p : params) values.push_back(model.params().get_host(model.backend(), p.name));
+    for (size_t i = 0; i < params.size(); ++i)
+      entries.push_back({params[i].name, DType::f32, params[i].shape, values[i].data()});
+    io::write_safetensors((staged / "model.safetensors").string(), entries, {{"format", "pt"}});
+
+    if (!options.vocab_path.empty()) {
+      io::write_file_atomic((staged / "vocab.txt").string(), io::read_file(options.vocab_path));
+      nlohmann::json tok = {{"tokenizer_class", "BertTokenizer"},
+                            {"do_lower_case", options.do_lower_case},
+                            {"model_max_length", model.config().max_position_embeddings},
+                            {"unk_token", "[UNK]"},
+                            {"sep_token", "[SEP]"},
+                            {"pad_token", "[PAD]"},
+                            {"cls_token", "[CLS]"},
+                            {"mask_token", "[MASK]"}};
+      io::write_file_atomic((staged / "tokenizer_config.json").string(), tok.dump(2) + "\n");
+    }
+  } catch (...) {
+    std::error_code ec;
+    fs::remove_all(staged, ec);
+    throw;
+  }
+  io::replace_directory_atomic(final_dir.string(), staged.string());
+}
+
+}  // namespace engine
