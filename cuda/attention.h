@@ -29,11 +29,12 @@ struct AttentionArgs {
   float scale = 0.f;
   float dropout_p = 0.f;
   DropoutRng rng{};
+  // Scratch the implementation asked for via *_workspace_bytes(), used by forward and backward.
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
   // backward only
   const void* dout = nullptr;
   void* dqkv = nullptr;
-  void* workspace = nullptr;  // scratch the implementation asked for via *_workspace_bytes()
-  size_t workspace_bytes = 0;
 };
 
 void attention_simple_forward(const AttentionArgs& a, cudaStream_t stream);

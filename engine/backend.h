@@ -14,7 +14,9 @@
 // - Linear weights use the Hugging Face layout W[out, in]; y = x W^T + b.
 // - Dropout masks are regenerated from (DropoutRng, element index) with engine/philox.h: element
 //   index of a [T, C] tensor is t*C + c; attention probabilities use attention_dropout_index().
-//   Kept elements are scaled by 1/(1-p). p == 0 means identity.
+//   p is in [0, 1); kept elements are multiplied by float(1.0 / (1.0 - p)) (rounded once, so both
+//   backends scale by the same number). p == 0 means identity.
+// - Elementwise ops (dropout, tanh, their backwards) may run in place (y == x, dx == dy).
 // - Tensors passed as "optional" may be empty (data == nullptr).
 #pragma once
 #include <cstdint>
@@ -61,6 +63,10 @@ class Backend {
   virtual void copy_to_host(void* dst, Tensor src) = 0;          // waits for the copy
   virtual void copy(Tensor dst, Tensor src) = 0;                 // same dtype and size, same device
   virtual void synchronize() = 0;
+
+  // The device's dense matrix-product peak in TFLOP/s for activations of dtype `act` (datasheet),
+  // for MFU; 0 when unknown (the CPU), and MFU is then not reported.
+  virtual double peak_tflops(DType /*act*/) const { return 0.0; }
 
   // Profiler ranges (NVTX on the GPU, nothing on the CPU): the timeline reads like the model.
   virtual void range_push(const char* /*name*/) {}
@@ -131,7 +137,8 @@ class Backend {
 
   // ---- losses: forward and backward in one pass ----
   // Rows with label < 0 are ignored (loss 0, gradient 0). losses: f32 [N] per-row loss;
-  // dlogits = scale * (softmax(logits) - onehot(label)), act [N, C] (scale is 1 / rows counted).
+  // dlogits = scale * (softmax(logits) - onehot(label)), act [N, C] (scale is 1 / rows counted);
+  // dlogits (dpred below) may be empty to compute the losses only, and may alias logits.
   virtual void cross_entropy(Tensor losses, Tensor dlogits, Tensor logits, Tensor labels, float scale) = 0;
   // losses[n] = (pred[n] - target[n])^2; dpred = scale * 2 (pred - target). pred: act [N, 1], target f32 [N].
   virtual void mse(Tensor losses, Tensor dpred, Tensor pred, Tensor target, float scale) = 0;

@@ -16,18 +16,21 @@ namespace {
 
 std::string fixture(const std::string& name) { return std::string(ENGINE_SOURCE_DIR) + "/tests/fixtures/" + name; }
 
-Batch read_inputs(const std::string& dir, bool regression) {
+PackedBatch read_inputs(const std::string& dir) {
   std::ifstream in(dir + "/inputs.json");
   nlohmann::json j = nlohmann::json::parse(in);
-  Batch b;
+  std::vector<TokenizedExample> examples;
+  std::vector<int64_t> positions;
   for (const auto& s : j["sequences"]) {
-    b.add_sequence(s["ids"].get<std::vector<int32_t>>(), s["type_ids"].get<std::vector<int32_t>>());
-    if (regression)
-      b.targets.push_back(s["label"].get<float>());
-    else
-      b.labels.push_back(s["label"].get<int32_t>());
+    TokenizedExample e;
+    e.ids = s["ids"].get<std::vector<int32_t>>();
+    e.type_ids = s["type_ids"].get<std::vector<int32_t>>();
+    if (s["label"].is_number_integer()) e.label = s["label"].get<int32_t>();
+    e.target = s["label"].get<float>();
+    positions.push_back(int64_t(examples.size()));
+    examples.push_back(std::move(e));
   }
-  return b;
+  return pack_batch(examples, positions);
 }
 
 // Max |a - e| relative to max |e| over the tensor: errors are judged against the tensor's scale,
@@ -53,7 +56,7 @@ void check_fixture(const std::string& name, bool regression) {
   EXPECT_TRUE(report.initialised.empty()) << report.summary();
   EXPECT_EQ(report.loaded, int(model.params().list().size()));
 
-  model.set_batch(read_inputs(dir, regression));
+  model.set_batch(read_inputs(dir));
   model.zero_grads();
   model.forward(Pass::eval, 0);
   model.backward();

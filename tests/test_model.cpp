@@ -39,24 +39,30 @@ BertConfig tiny_config(int64_t labels) {
 }
 
 // A mixed-length batch (lengths 1, 5, 3, 7), pairs in two of them, random ids and labels.
-Batch random_batch(std::mt19937_64& rng, const BertConfig& c, Head head) {
-  Batch b;
+PackedBatch random_batch(std::mt19937_64& rng, const BertConfig& c, Head head) {
+  std::vector<TokenizedExample> examples;
   for (int len : {1, 5, 3, 7}) {
-    std::vector<int32_t> ids, types;
+    TokenizedExample e;
     for (int i = 0; i < len; ++i) {
-      ids.push_back(int32_t(rng() % uint64_t(c.vocab_size)));
-      types.push_back(len > 4 && i > len / 2 ? 1 : 0);
+      e.ids.push_back(int32_t(rng() % uint64_t(c.vocab_size)));
+      e.type_ids.push_back(len > 4 && i > len / 2 ? 1 : 0);
+      if (head == Head::token_classification)
+        e.token_labels.push_back(i % 3 == 2 ? -100 : int32_t(rng() % uint64_t(c.num_labels)));
     }
-    b.add_sequence(ids, types);
-    if (head == Head::token_classification) {
-      for (int i = 0; i < len; ++i) b.labels.push_back(i % 3 == 2 ? -100 : int32_t(rng() % uint64_t(c.num_labels)));
-    } else if (c.num_labels == 1) {
-      b.targets.push_back(float(rng() % 1000) / 200.f);
-    } else {
-      b.labels.push_back(int32_t(rng() % uint64_t(c.num_labels)));
-    }
+    e.label = c.num_labels > 1 ? int32_t(rng() % uint64_t(c.num_labels)) : -1;
+    e.target = float(rng() % 1000) / 200.f;
+    e.index = int64_t(examples.size());
+    examples.push_back(std::move(e));
   }
-  return b;
+  return pack_batch(examples, {0, 1, 2, 3});
+}
+
+PackedBatch single_sequence(std::vector<int32_t> ids, int32_t label) {
+  TokenizedExample e;
+  e.type_ids.assign(ids.size(), 0);
+  e.ids = std::move(ids);
+  e.label = label;
+  return pack_batch({e}, {0});
 }
 
 float loss_at(BertModel& model, uint64_t dropout_seed) {
@@ -162,16 +168,10 @@ TEST(Model, BatchBeyondCapacityOrVocabularyIsAnError) {
   auto backend = make_backend("cpu");
   BertConfig c = tiny_config(2);
   BertModel model(*backend, c, ModelOptions{Head::sequence_classification, DType::f32, 8, 2});
-  Batch big;
-  big.add_sequence(std::vector<int32_t>(9, 1), {});
-  EXPECT_THROW(model.set_batch(big), Error);
-  Batch bad_id;
-  bad_id.add_sequence({1, 2, int32_t(c.vocab_size)}, {});
-  EXPECT_THROW(model.set_batch(bad_id), Error);
-  Batch bad_label;
-  bad_label.add_sequence({1, 2}, {});
-  bad_label.labels = {2};
-  EXPECT_THROW(model.set_batch(bad_label), Error);
+  EXPECT_THROW(model.set_batch(single_sequence(std::vector<int32_t>(9, 1), 0)), Error);
+  EXPECT_THROW(model.set_batch(single_sequence({1, 2, int32_t(c.vocab_size)}, 0)), Error);
+  EXPECT_THROW(model.set_batch(single_sequence({1, 2}, 2)), Error);
+  EXPECT_NO_THROW(model.set_batch(single_sequence({1, 2}, 1)));
 }
 
 class Checkpoints : public ::testing::Test {
@@ -191,7 +191,7 @@ TEST_F(Checkpoints, SavedDirectoryLoadsBackWithIdenticalLogits) {
   c.id2label = {{0, "neg"}, {1, "neu"}, {2, "pos"}};
   BertModel a(*backend, c, ModelOptions{Head::sequence_classification, DType::f32, 32, 8});
   a.init_weights(rng());
-  Batch batch = random_batch(rng, c, Head::sequence_classification);
+  PackedBatch batch = random_batch(rng, c, Head::sequence_classification);
   a.set_batch(batch);
   a.forward(Pass::eval, 0);
   std::vector<float> logits = a.logits();

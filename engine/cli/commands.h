@@ -9,5 +9,7 @@ namespace engine::cli {
 void add_info_command(CLI::App& app);      // cmd_info.cpp
 void add_finetune_command(CLI::App& app);  // cmd_finetune.cpp
 void add_tokenize_command(CLI::App& app);  // cmd_tokenize.cpp
+void add_eval_command(CLI::App& app);      // cmd_eval_predict.cpp
+void add_predict_command(CLI::App& app);   // cmd_eval_predict.cpp
 
 }  // namespace engine::cli

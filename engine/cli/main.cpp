@@ -15,6 +15,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   engine::cli::add_info_command(app);
   engine::cli::add_finetune_command(app);
+  engine::cli::add_eval_command(app);
+  engine::cli::add_predict_command(app);
   engine::cli::add_tokenize_command(app);
   try {
     app.parse(argc, argv);

@@ -387,8 +387,8 @@ int64_t BertModel::logit_rows() const {
   return options_.head == Head::token_classification ? shape_.tokens : shape_.sequences;
 }
 
-void BertModel::set_batch(const Batch& batch) {
-  const int64_t T = batch.tokens(), B = batch.sequences();
+void BertModel::set_batch(const PackedBatch& batch, bool with_labels) {
+  const int64_t T = int64_t(batch.ids.size()), B = int64_t(batch.cu_seqlens.size()) - 1;
   ENGINE_CHECK(B > 0 && T > 0, "empty batch");
   ENGINE_CHECK(T <= options_.max_tokens, "batch of ", T, " tokens exceeds the planned capacity of ", options_.max_tokens);
   ENGINE_CHECK(B <= options_.max_sequences, "batch of ", B, " sequences exceeds the planned capacity of ",
@@ -397,11 +397,13 @@ void BertModel::set_batch(const Batch& batch) {
                "batch: ids, type_ids and pos_ids differ in length");
   ENGINE_CHECK(batch.cu_seqlens.front() == 0 && batch.cu_seqlens.back() == T, "batch: cu_seqlens must run from 0 to ",
                T);
+  int64_t max_len = 0;
   for (int64_t b = 0; b < B; ++b) {
     int64_t len = batch.cu_seqlens[b + 1] - batch.cu_seqlens[b];
     ENGINE_CHECK(len > 0, "batch: sequence ", b, " is empty");
     ENGINE_CHECK(len <= config_.max_position_embeddings, "batch: sequence ", b, " has ", len,
                  " tokens, more than max_position_embeddings ", config_.max_position_embeddings);
+    max_len = std::max(max_len, len);
   }
   for (int64_t t = 0; t < T; ++t) {
     ENGINE_CHECK(batch.ids[t] >= 0 && batch.ids[t] < config_.vocab_size, "batch: token id ", batch.ids[t],
@@ -411,35 +413,35 @@ void BertModel::set_batch(const Batch& batch) {
     ENGINE_CHECK(batch.pos_ids[t] >= 0 && batch.pos_ids[t] < config_.max_position_embeddings, "batch: position ",
                  batch.pos_ids[t], " outside max_position_embeddings ", config_.max_position_embeddings);
   }
-  shape_ = BatchShape{T, B, batch.max_seqlen()};
+  shape_ = BatchShape{T, B, max_len};
   backend_.copy_from_host(ids_.rows(T), batch.ids.data());
   backend_.copy_from_host(type_ids_.rows(T), batch.type_ids.data());
   backend_.copy_from_host(pos_ids_.rows(T), batch.pos_ids.data());
   backend_.copy_from_host(cu_seqlens_.rows(B + 1), batch.cu_seqlens.data());
   backend_.copy_from_host(cls_rows_.rows(B), batch.cu_seqlens.data());
 
-  const int64_t rows = logit_rows();
   counted_rows_ = 0;
-  if (is_regression()) {
-    has_labels_ = !batch.targets.empty();
-    if (has_labels_) {
-      ENGINE_CHECK(int64_t(batch.targets.size()) == B, "batch: ", batch.targets.size(), " targets for ", B,
-                   " sequences");
-      backend_.copy_from_host(targets_.rows(B), batch.targets.data());
-      counted_rows_ = B;
-    }
+  has_labels_ = with_labels;
+  if (!with_labels) {
+    // nothing to upload
+  } else if (is_regression()) {
+    ENGINE_CHECK(int64_t(batch.targets.size()) == B, "batch: ", batch.targets.size(), " targets for ", B,
+                 " sequences");
+    for (float t : batch.targets) ENGINE_CHECK(std::isfinite(t), "batch: regression target ", t, " is not finite");
+    backend_.copy_from_host(targets_.rows(B), batch.targets.data());
+    counted_rows_ = B;
   } else {
-    has_labels_ = !batch.labels.empty();
-    if (has_labels_) {
-      ENGINE_CHECK(int64_t(batch.labels.size()) == rows, "batch: ", batch.labels.size(), " labels for ", rows,
-                   options_.head == Head::token_classification ? " tokens" : " sequences");
-      for (int32_t label : batch.labels) {
-        ENGINE_CHECK(label < config_.num_labels, "batch: label ", label, " but the model has ", config_.num_labels,
-                     " labels");
-        counted_rows_ += label >= 0;
-      }
-      backend_.copy_from_host(labels_.rows(rows), batch.labels.data());
+    const bool per_token = options_.head == Head::token_classification;
+    const std::vector<int32_t>& labels = per_token ? batch.token_labels : batch.labels;
+    const int64_t rows = per_token ? T : B;
+    ENGINE_CHECK(int64_t(labels.size()) == rows, "batch: ", labels.size(), " labels for ", rows,
+                 per_token ? " tokens" : " sequences");
+    for (int32_t label : labels) {
+      ENGINE_CHECK(label < config_.num_labels, "batch: label ", label, " but the model has ", config_.num_labels,
+                   " labels");
+      counted_rows_ += label >= 0;
     }
+    backend_.copy_from_host(labels_.rows(rows), labels.data());
   }
   backward_ready_ = false;
 }

@@ -11,7 +11,7 @@
 
 #include "engine/arena.h"
 #include "engine/graph.h"
-#include "engine/model/batch.h"
+#include "engine/data/batcher.h"
 #include "engine/model/config.h"
 #include "engine/model/params.h"
 
@@ -51,8 +51,10 @@ class BertModel {
   // The same rule for the named parameters only (a checkpoint without a head, or --reinit-head).
   void init_parameters(const std::vector<std::string>& names, uint64_t seed);
 
-  // Uploads a packed batch. Throws when it exceeds the planned capacity or holds ids out of range.
-  void set_batch(const Batch& batch);
+  // Uploads a packed batch. with_labels: the batch's labels (or regression targets, or token
+  // labels for token classification) are real and forward() computes the loss. Throws when the
+  // batch exceeds the planned capacity or holds ids or labels out of range.
+  void set_batch(const PackedBatch& batch, bool with_labels = true);
   const BatchShape& shape() const { return shape_; }
 
   // Runs the forward pass over the current batch. With labels in the batch it also computes the

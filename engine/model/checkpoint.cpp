@@ -158,6 +158,7 @@ void save_pretrained(BertModel& model, const std::string& dir, const SaveOptions
                             {"mask_token", "[MASK]"}};
       io::write_file_atomic((staged / "tokenizer_config.json").string(), tok.dump(2) + "\n");
     }
+    if (options.extra_files) options.extra_files(staged.string());
   } catch (...) {
     std::error_code ec;
     fs::remove_all(staged, ec);

@@ -5,6 +5,7 @@
 // Saving writes a directory that transformers' BertForSequenceClassification /
 // BertForTokenClassification loads back, staged next to the target and swapped in atomically.
 #pragma once
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -32,7 +33,9 @@ LoadReport load_weights(BertModel& model, const std::string& dir, bool reinit_he
 struct SaveOptions {
   std::string vocab_path;       // copied as vocab.txt (empty: none)
   bool do_lower_case = true;    // written to tokenizer_config.json
-  nlohmann::json extra_config;  // merged into config.json (e.g. the engine's training summary)
+  nlohmann::json extra_config;  // merged into config.json (labels, the engine's training summary)
+  // Writes more files into the staging directory before it is swapped in (training state).
+  std::function<void(const std::string& staged_dir)> extra_files;
 };
 // Writes a complete HF directory at `dir` atomically: a crash leaves the previous one intact.
 void save_pretrained(BertModel& model, const std::string& dir, const SaveOptions& options);

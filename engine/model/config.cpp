@@ -69,6 +69,12 @@ double BertConfig::train_flops_per_token(int64_t seq) const {
   return 3.0 * (2.0 * matmul_params + attention);
 }
 
+double BertConfig::train_flops(int64_t tokens, double sum_len_sq) const {
+  const double H = double(hidden_size), I = double(intermediate_size);
+  double matmul_params = num_hidden_layers * (4 * H * H + 2 * H * I);
+  return 3.0 * (2.0 * matmul_params * double(tokens) + 4.0 * H * double(num_hidden_layers) * sum_len_sq);
+}
+
 BertConfig BertConfig::from_json(const nlohmann::json& j, const std::string& where) {
   ENGINE_CHECK(j.is_object(), where, ": config is not a JSON object");
   BertConfig c;

@@ -41,6 +41,9 @@ struct BertConfig {
   // Training FLOPs per token at sequence length `seq` (forward + backward = 3x forward): matmuls
   // 6 * (encoder matmul parameters) plus attention 3 * 4 * seq * hidden per layer.
   double train_flops_per_token(int64_t seq) const;
+  // Training FLOPs of a packed batch of `tokens` tokens whose sequence lengths squared sum to
+  // sum_len_sq: attention work grows with each sequence's own length, not a padded one.
+  double train_flops(int64_t tokens, double sum_len_sq) const;
 
   static BertConfig from_json(const nlohmann::json& j, const std::string& where);
   static BertConfig from_file(const std::string& path);

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <random>
 
 #include "engine/model/bert.h"
 #include "engine/train/optimizer.h"
@@ -28,15 +27,17 @@ BertConfig default_config(int64_t vocab) {
   return c;
 }
 
-Batch make_batch(const std::vector<SyntheticExample>& data, const std::vector<size_t>& order, size_t begin,
-                 size_t count) {
-  Batch b;
-  for (size_t i = begin; i < begin + count && i < order.size(); ++i) {
-    const SyntheticExample& e = data[order[i]];
-    b.add_sequence(e.ids, {});
-    b.labels.push_back(e.label);
+std::vector<TokenizedExample> to_examples(const std::vector<SyntheticExample>& data) {
+  std::vector<TokenizedExample> out;
+  for (size_t i = 0; i < data.size(); ++i) {
+    TokenizedExample e;
+    e.ids = data[i].ids;
+    e.type_ids.assign(e.ids.size(), 0);
+    e.label = data[i].label;
+    e.index = int64_t(i);
+    out.push_back(std::move(e));
   }
-  return b;
+  return out;
 }
 
 }  // namespace
@@ -64,19 +65,14 @@ DefaultRunResult run_default_finetune(const DefaultRunOptions& o, std::ostream& 
       << "  training: " << o.steps << " steps of " << o.batch_size << " sentences, AdamW lr " << o.lr
       << " with linear warmup (10%) and decay\n";
 
-  std::vector<size_t> order(task.train.size());
-  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::mt19937_64 shuffle_rng(o.seed + 1);
-  size_t cursor = order.size();
+  BatcherOptions train_options;
+  train_options.batch_size = o.batch_size;
+  train_options.seed = o.seed;
+  Batcher train(to_examples(task.train), train_options);
   const int warmup = std::max(1, o.steps / 10);
   std::vector<float> losses;
   for (int step = 0; step < o.steps; ++step) {
-    if (cursor + size_t(o.batch_size) > order.size()) {
-      for (size_t i = order.size() - 1; i > 0; --i) std::swap(order[i], order[shuffle_rng() % (i + 1)]);
-      cursor = 0;
-    }
-    model.set_batch(make_batch(task.train, order, cursor, size_t(o.batch_size)));
-    cursor += size_t(o.batch_size);
+    model.set_batch(train.next());
     model.zero_grads();
     model.forward(Pass::train, o.seed * 1000003ull + uint64_t(step));
     model.backward();
@@ -95,16 +91,22 @@ DefaultRunResult run_default_finetune(const DefaultRunOptions& o, std::ostream& 
   }
 
   // Dev accuracy, in batches, dropout off.
-  std::vector<size_t> dev_order(task.dev.size());
-  for (size_t i = 0; i < dev_order.size(); ++i) dev_order[i] = i;
-  int correct = 0;
-  for (size_t begin = 0; begin < dev_order.size(); begin += size_t(o.batch_size)) {
-    Batch b = make_batch(task.dev, dev_order, begin, size_t(o.batch_size));
-    model.set_batch(b);
+  BatcherOptions dev_options;
+  dev_options.batch_size = o.batch_size;
+  dev_options.shuffle = false;
+  Batcher dev(to_examples(task.dev), dev_options);
+  int correct = 0, positive = 0;
+  for (int64_t i = 0; i < dev.num_batches(0); ++i) {
+    PackedBatch b = dev.batch(0, i);
+    model.set_batch(b, false);
     model.forward(Pass::eval, 0);
     std::vector<float> logits = model.logits();
-    for (size_t i = 0; i < b.labels.size(); ++i) correct += (logits[2 * i + 1] > logits[2 * i]) == (b.labels[i] == 1);
+    for (size_t k = 0; k < b.labels.size(); ++k) {
+      correct += (logits[2 * k + 1] > logits[2 * k]) == (b.labels[k] == 1);
+      positive += b.labels[k] == 1;
+    }
   }
+  const double majority = double(std::max<int>(positive, int(task.dev.size()) - positive)) / double(task.dev.size());
 
   DefaultRunResult r;
   auto mean = [](const float* p, size_t n) {
@@ -121,8 +123,8 @@ DefaultRunResult run_default_finetune(const DefaultRunOptions& o, std::ostream& 
   char line[256];
   std::snprintf(line, sizeof line,
                 "done in %.1f s: loss %.4f -> %.4f (mean of first/last %zu steps); dev accuracy %.1f%% on %d "
-                "sentences (chance 50%%)\n",
-                r.seconds, r.first_loss, r.last_loss, k, 100.0 * r.dev_accuracy, r.dev_examples);
+                "sentences (majority class: %.1f%%)\n",
+                r.seconds, r.first_loss, r.last_loss, k, 100.0 * r.dev_accuracy, r.dev_examples, 100.0 * majority);
   log << line;
   return r;
 }

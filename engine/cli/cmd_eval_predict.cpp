@@ -1,0 +1,162 @@
+// engine eval and engine predict: load a fine-tuned model directory and score a labelled file, or
+// predict for a file or for lines on standard input (one JSON object per input, in input order).
+#include <cmath>
+#include <iostream>
+
+#include "engine/cli/commands.h"
+#include "engine/cli/data_flags.h"
+#include "engine/model/checkpoint.h"
+#include "engine/train/metrics.h"
+#include "engine/train/trainer.h"
+
+namespace engine::cli {
+
+namespace {
+
+struct ModelFlags {
+  std::string model_dir, data_file, task, backend = "auto", precision = "auto", attention = "flash";
+  int max_length = 128;
+  int64_t batch_size = 64;
+};
+
+void add_model_flags(CLI::App* cmd, ModelFlags& f) {
+  cmd->add_option("--model", f.model_dir, "fine-tuned model directory (config.json, vocab.txt, model.safetensors)")
+      ->required();
+  cmd->add_option("--task", f.task, "classify, regress or tokens (default: what the model was trained for)");
+  cmd->add_option("--max-length", f.max_length, "tokens per sequence")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--batch-size", f.batch_size, "sequences per batch")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--backend", f.backend, "cpu, cuda or auto")->capture_default_str();
+  cmd->add_option("--precision", f.precision, "bf16, fp32 or auto")->capture_default_str();
+  cmd->add_option("--attention", f.attention, "cuda attention: flash, cudnn or simple")->capture_default_str();
+}
+
+// A loaded model directory ready to predict.
+struct Loaded {
+  BertConfig config;
+  Task task = Task::classify;
+  LabelMap labels;
+  std::unique_ptr<tokenizer::BertTokenizer> tok;
+  std::unique_ptr<Backend> backend;
+  std::unique_ptr<BertModel> model;
+};
+
+Loaded load(const ModelFlags& f, int64_t longest) {
+  Loaded l;
+  l.config = read_model_config(f.model_dir);
+  l.task = f.task.empty() ? task_of_model(l.config) : parse_task(f.task);
+  if (l.task != Task::regress) {
+    nlohmann::json j = l.config.to_json();
+    l.labels = LabelMap::from_hf_config(j, f.model_dir + "/config.json");
+  }
+  std::string name = resolve_backend(f.backend);
+  BackendOptions bo;
+  bo.attention = f.attention;
+  l.backend = make_backend(name, bo);
+  ModelOptions mo;
+  mo.head = task_head(l.task);
+  mo.act = resolve_precision(f.precision, name);
+  mo.max_sequences = f.batch_size;
+  mo.max_tokens = f.batch_size * std::max<int64_t>(longest, 1);
+  l.model = std::make_unique<BertModel>(*l.backend, l.config, mo);
+  LoadReport report = load_weights(*l.model, f.model_dir, false, 0);
+  ENGINE_CHECK(report.initialised.empty(), f.model_dir, ": the checkpoint has no trained head (missing ",
+               report.initialised[0], "): fine-tune it first");
+  return l;
+}
+
+tokenizer::BertTokenizer read_tokenizer(const std::string& dir) { return tokenizer::BertTokenizer::from_model_dir(dir); }
+
+DataOptions data_options(const DataFlags& flags, const ModelFlags& f, const BertConfig& config) {
+  DataOptions d = flags.resolve();
+  ENGINE_CHECK(f.max_length <= config.max_position_embeddings, "--max-length ", f.max_length,
+               " exceeds the model's max_position_embeddings ", config.max_position_embeddings);
+  d.encode.max_length = f.max_length;
+  return d;
+}
+
+nlohmann::json metric_json(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); }
+
+void print_predictions(const Predictions& p, const LabelMap& labels, std::ostream& out) {
+  const size_t n = p.task == Task::tokens ? p.tags.size() : p.logits.size();
+  for (size_t i = 0; i < n; ++i) {
+    nlohmann::json j;
+    if (p.task == Task::tokens) {
+      j["tags"] = p.tags[i];
+    } else if (p.task == Task::regress) {
+      j["value"] = p.logits[i][0];
+    } else {
+      const std::vector<float>& z = p.logits[i];
+      float m = *std::max_element(z.begin(), z.end());
+      double sum = 0;
+      for (float v : z) sum += std::exp(double(v - m));
+      std::vector<double> probs;
+      for (float v : z) probs.push_back(std::exp(double(v - m)) / sum);
+      size_t best = size_t(std::max_element(z.begin(), z.end()) - z.begin());
+      j["label"] = labels.name(int32_t(best));
+      j["probabilities"] = probs;
+      j["logits"] = z;
+    }
+    out << j.dump() << "\n";
+  }
+}
+
+}  // namespace
+
+void add_eval_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand("eval", "Score a fine-tuned model on a labelled file (metrics as one JSON line)");
+  auto f = std::make_shared<ModelFlags>();
+  add_model_flags(cmd, *f);
+  cmd->add_option("--data", f->data_file, "labelled file (.tsv, .csv, .jsonl; CoNLL for tokens)")->required();
+  auto flags = add_data_flags(cmd);
+  cmd->callback([f, flags] {
+    BertConfig config = read_model_config(f->model_dir);
+    Task task = f->task.empty() ? task_of_model(config) : parse_task(f->task);
+    tokenizer::BertTokenizer tok = read_tokenizer(f->model_dir);
+    DataOptions d = data_options(*flags, *f, config);
+    LabelMap labels;
+    if (task != Task::regress) labels = LabelMap::from_hf_config(config.to_json(), f->model_dir + "/config.json");
+    TaskData data = load_task_data(f->data_file, task, tok, task == Task::regress ? nullptr : &labels, true, d);
+    Loaded l = load(*f, data.max_length());
+    Predictions p = predict(*l.model, data, labels, f->batch_size, 0);
+    nlohmann::json j = {{"data", f->data_file}, {"examples", data.examples.size()}, {"task", task_name(task)}};
+    for (const auto& [k, v] : p.metrics) j[k] = metric_json(v);
+    std::cout << j.dump() << "\n";
+  });
+}
+
+void add_predict_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand(
+      "predict",
+      "Predict with a fine-tuned model for a file (--data) or for standard input (one text per line; a tab\n"
+      "separates a pair; for tokens, whitespace separates words). Prints one JSON object per input, in order:\n"
+      "{label, probabilities, logits} (classify), {value} (regress) or {tags} (tokens).");
+  auto f = std::make_shared<ModelFlags>();
+  add_model_flags(cmd, *f);
+  cmd->add_option("--data", f->data_file, "input file (labels, if present, are ignored); default: standard input");
+  auto flags = add_data_flags(cmd);
+  cmd->callback([f, flags] {
+    BertConfig config = read_model_config(f->model_dir);
+    Task task = f->task.empty() ? task_of_model(config) : parse_task(f->task);
+    tokenizer::BertTokenizer tok = read_tokenizer(f->model_dir);
+    DataOptions d = data_options(*flags, *f, config);
+    TaskData data;
+    if (f->data_file.empty()) {
+      std::vector<std::string> lines;
+      for (std::string line; std::getline(std::cin, line);) {
+        if (!line.empty() && line.back() == '\r') line.pop_back();
+        lines.push_back(line);
+      }
+      ENGINE_CHECK(!lines.empty(), "predict: no input on standard input");
+      for (size_t i = 0; i < lines.size(); ++i) check_utf8(lines[i], "<stdin>", int64_t(i) + 1);
+      data = task_data_from_lines(lines, task, tok, d);
+    } else {
+      data = load_task_data(f->data_file, task, tok, nullptr, false, d);
+      data.has_labels = false;
+    }
+    Loaded l = load(*f, data.max_length());
+    Predictions p = predict(*l.model, data, l.labels, f->batch_size, 0);
+    print_predictions(p, l.labels, std::cout);
+  });
+}
+
+}  // namespace engine::cli

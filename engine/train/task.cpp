@@ -1,0 +1,282 @@
+#include "engine/train/task.h"
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+
+#include "engine/train/metrics.h"
+
+namespace engine {
+
+Task parse_task(const std::string& name) {
+  if (name == "classify") return Task::classify;
+  if (name == "regress") return Task::regress;
+  if (name == "tokens") return Task::tokens;
+  fail("unknown task '", name, "' (expected classify, regress or tokens)");
+}
+
+const char* task_name(Task t) {
+  switch (t) {
+    case Task::classify: return "classify";
+    case Task::regress: return "regress";
+    case Task::tokens: return "tokens";
+  }
+  return "?";
+}
+
+Head task_head(Task t) { return t == Task::tokens ? Head::token_classification : Head::sequence_classification; }
+
+Task task_of_model(const BertConfig& config) {
+  auto arch = config.extra.find("architectures");
+  if (arch != config.extra.end() && arch->is_array() && !arch->empty() && (*arch)[0] == "BertForTokenClassification")
+    return Task::tokens;
+  if (config.problem_type == "regression" || config.num_labels == 1) return Task::regress;
+  return Task::classify;
+}
+
+int64_t TaskData::tokens() const {
+  int64_t n = 0;
+  for (const TokenizedExample& e : examples) n += int64_t(e.ids.size());
+  return n;
+}
+
+int64_t TaskData::max_length() const {
+  int64_t n = 0;
+  for (const TokenizedExample& e : examples) n = std::max(n, int64_t(e.ids.size()));
+  return n;
+}
+
+namespace {
+
+// Sentences (and pairs) through the tokenizer on several threads.
+void encode_texts(const std::vector<std::string>& a, const std::vector<std::optional<std::string>>& b,
+                  const tokenizer::BertTokenizer& tok, const DataOptions& options, TaskData& out) {
+  std::vector<std::string_view> va(a.begin(), a.end()), vb;
+  bool pairs = std::any_of(b.begin(), b.end(), [](const auto& x) { return x.has_value(); });
+  if (pairs) {
+    for (const auto& x : b) vb.emplace_back(x ? std::string_view(*x) : std::string_view());
+  }
+  std::vector<tokenizer::Encoding> enc = tok.encode_batch(va, vb, options.encode, options.threads);
+  out.examples.resize(enc.size());
+  for (size_t i = 0; i < enc.size(); ++i) {
+    out.examples[i].ids = std::move(enc[i].ids);
+    out.examples[i].type_ids = std::move(enc[i].type_ids);
+    out.examples[i].index = int64_t(i);
+  }
+}
+
+// One sentence of words: each word's WordPieces, the word's tag on its first piece (-100 on the
+// others), truncated to max_length with [CLS] and [SEP] around it.
+void encode_words(const std::vector<std::string>& words, const std::vector<std::string>* tags,
+                  const LabelMap* labels, const tokenizer::BertTokenizer& tok, const DataOptions& options,
+                  const std::string& path, const std::vector<int64_t>* lines, TaskData& out) {
+  const int limit = options.encode.max_length > 0 ? options.encode.max_length - 2 : INT32_MAX;
+  TokenizedExample e;
+  std::vector<int32_t> first_piece{-1};
+  std::vector<std::string> gold;
+  e.ids.push_back(tok.vocab().cls_id());
+  e.token_labels.push_back(-100);
+  for (size_t w = 0; w < words.size(); ++w) {
+    std::vector<int32_t> pieces = tok.tokenize_ids(words[w]);
+    if (pieces.empty()) continue;  // a word of nothing but dropped characters: no token, no label
+    if (int(e.ids.size()) - 1 + int(pieces.size()) > limit) break;
+    int32_t label = -100;
+    if (tags && labels) label = labels->to_id((*tags)[w], path, lines ? (*lines)[w] : 0);
+    for (size_t k = 0; k < pieces.size(); ++k) {
+      e.ids.push_back(pieces[k]);
+      e.token_labels.push_back(k == 0 ? label : -100);
+      first_piece.push_back(k == 0 ? int32_t(w) : -1);
+    }
+    if (tags) gold.push_back((*tags)[w]);
+  }
+  e.ids.push_back(tok.vocab().sep_id());
+  e.token_labels.push_back(-100);
+  first_piece.push_back(-1);
+  e.type_ids.assign(e.ids.size(), 0);
+  e.index = int64_t(out.examples.size());
+  out.examples.push_back(std::move(e));
+  out.first_piece_word.push_back(std::move(first_piece));
+  out.words.push_back(words);
+  out.gold_tags.push_back(std::move(gold));
+}
+
+}  // namespace
+
+LabelMap label_map_of(const std::string& path, Task task, const DataOptions& options) {
+  if (task == Task::tokens) {
+    ConllDataset d = read_conll(path, options.conll);
+    ENGINE_CHECK(d.has_tags, path, ": no tag column to learn from");
+    return tag_map(d);
+  }
+  return LabelMap::from_dataset(read_dataset(path, options.columns));
+}
+
+TaskData load_task_data(const std::string& path, Task task, const tokenizer::BertTokenizer& tok,
+                        const LabelMap* labels, bool labels_required, const DataOptions& options) {
+  TaskData out;
+  out.path = path;
+  out.task = task;
+  if (task == Task::tokens) {
+    ConllOptions co = options.conll;
+    co.tags_optional = !labels_required;
+    ConllDataset d = read_conll(path, co);
+    ENGINE_CHECK(!d.sentences.empty(), path, ": no sentences");
+    out.has_labels = d.has_tags && labels;
+    for (const ConllSentence& s : d.sentences)
+      encode_words(s.words, out.has_labels ? &s.tags : nullptr, labels, tok, options, path, &s.lines, out);
+    return out;
+  }
+  DatasetOptions dopt = options.columns;
+  dopt.labels_optional = !labels_required;
+  LabelledDataset d = read_dataset(path, dopt);
+  ENGINE_CHECK(!d.rows.empty(), path, ": no rows");
+  std::vector<std::string> a;
+  std::vector<std::optional<std::string>> b;
+  for (const Example& row : d.rows) {
+    a.push_back(row.text_a);
+    b.push_back(row.text_b);
+  }
+  encode_texts(a, b, tok, options, out);
+  out.has_labels = d.has_labels;
+  if (!d.has_labels) return out;
+  for (size_t i = 0; i < d.rows.size(); ++i) {
+    const Example& row = d.rows[i];
+    if (task == Task::regress) {
+      out.examples[i].target = parse_regression_label(row.label, path, row.line);
+    } else {
+      ENGINE_CHECK(labels, "internal: classification data without a label map");
+      out.examples[i].label = labels->to_id(row.label, path, row.line);
+    }
+  }
+  return out;
+}
+
+TaskData task_data_from_lines(const std::vector<std::string>& lines, Task task, const tokenizer::BertTokenizer& tok,
+                              const DataOptions& options) {
+  TaskData out;
+  out.path = "<stdin>";
+  out.task = task;
+  if (task == Task::tokens) {
+    for (const std::string& line : lines) {
+      std::vector<std::string> words;
+      std::istringstream in(line);
+      for (std::string w; in >> w;) words.push_back(w);
+      encode_words(words, nullptr, nullptr, tok, options, out.path, nullptr, out);
+    }
+    return out;
+  }
+  std::vector<std::string> a;
+  std::vector<std::optional<std::string>> b;
+  for (const std::string& line : lines) {
+    size_t tab = line.find('\t');
+    a.push_back(tab == std::string::npos ? line : line.substr(0, tab));
+    b.push_back(tab == std::string::npos ? std::nullopt : std::optional<std::string>(line.substr(tab + 1)));
+  }
+  encode_texts(a, b, tok, options, out);
+  return out;
+}
+
+std::string default_best_metric(Task task) {
+  switch (task) {
+    case Task::classify: return "accuracy";
+    case Task::regress: return "pearson";
+    case Task::tokens: return "f1";
+  }
+  return "loss";
+}
+
+Predictions predict(BertModel& model, const TaskData& data, const LabelMap& labels, int64_t batch_size,
+                    int64_t max_tokens) {
+  const int64_t C = model.config().num_labels;
+  BatcherOptions bo;
+  bo.batch_size = batch_size;
+  bo.max_tokens = max_tokens;
+  bo.shuffle = false;
+  Batcher batcher(data.examples, bo);
+  Predictions out;
+  out.task = data.task;
+  double loss_sum = 0;
+  int64_t loss_rows = 0;
+  std::vector<std::vector<float>> token_logits(data.task == Task::tokens ? data.examples.size() : 0);
+  out.logits.resize(data.task == Task::tokens ? 0 : data.examples.size());
+  for (int64_t i = 0; i < batcher.num_batches(0); ++i) {
+    PackedBatch b = batcher.batch(0, i);
+    model.set_batch(b, data.has_labels);
+    model.forward(Pass::eval, 0);
+    std::vector<float> logits = model.logits();
+    if (data.has_labels) {
+      // loss() is the mean over counted rows; weight it back to a sum for the data set's mean.
+      int64_t rows = 0;
+      if (data.task == Task::tokens) {
+        for (int32_t l : b.token_labels) rows += l >= 0;
+      } else {
+        rows = b.sequences;
+      }
+      loss_sum += double(model.loss()) * double(rows);
+      loss_rows += rows;
+    }
+    for (int64_t s = 0; s < b.sequences; ++s) {
+      const int64_t example = b.example_index[s];
+      if (data.task == Task::tokens) {
+        const int64_t begin = b.cu_seqlens[s], end = b.cu_seqlens[s + 1];
+        token_logits[example].assign(logits.begin() + begin * C, logits.begin() + end * C);
+      } else {
+        out.logits[example].assign(logits.begin() + s * C, logits.begin() + (s + 1) * C);
+      }
+    }
+  }
+  auto argmax = [](const float* p, int64_t n) {
+    return int32_t(std::max_element(p, p + n) - p);
+  };
+  if (data.task == Task::tokens) {
+    out.tags.resize(data.examples.size());
+    for (size_t e = 0; e < data.examples.size(); ++e) {
+      for (size_t t = 0; t < data.first_piece_word[e].size(); ++t) {
+        if (data.first_piece_word[e][t] < 0) continue;
+        out.tags[e].push_back(labels.name(argmax(token_logits[e].data() + t * C, C)));
+      }
+    }
+  }
+  if (!data.has_labels) return out;
+  out.metrics["loss"] = loss_rows ? loss_sum / double(loss_rows) : NAN;
+  switch (data.task) {
+    case Task::classify: {
+      std::vector<int32_t> gold, pred;
+      for (size_t e = 0; e < data.examples.size(); ++e) {
+        gold.push_back(data.examples[e].label);
+        pred.push_back(argmax(out.logits[e].data(), C));
+      }
+      out.metrics["accuracy"] = accuracy(gold, pred);
+      out.metrics["f1"] = macro_f1(gold, pred);
+      out.metrics["mcc"] = matthews_corrcoef(gold, pred);
+      break;
+    }
+    case Task::regress: {
+      std::vector<double> gold, pred;
+      for (size_t e = 0; e < data.examples.size(); ++e) {
+        gold.push_back(data.examples[e].target);
+        pred.push_back(out.logits[e][0]);
+      }
+      out.metrics["pearson"] = pearson(gold, pred);
+      out.metrics["spearman"] = spearman(gold, pred);
+      break;
+    }
+    case Task::tokens: {
+      EntityScores scores = entity_scores(data.gold_tags, out.tags);
+      out.metrics["precision"] = scores.overall.precision;
+      out.metrics["recall"] = scores.overall.recall;
+      out.metrics["f1"] = scores.overall.f1;
+      int64_t right = 0, total = 0;
+      for (size_t e = 0; e < out.tags.size(); ++e)
+        for (size_t w = 0; w < out.tags[e].size(); ++w) {
+          right += out.tags[e][w] == data.gold_tags[e][w];
+          ++total;
+        }
+      out.metrics["accuracy"] = total ? double(right) / double(total) : NAN;
+      break;
+    }
+  }
+  return out;
+}
+
+}  // namespace engine

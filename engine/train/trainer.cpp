@@ -1,0 +1,585 @@
+#include "engine/train/trainer.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <optional>
+
+#include "engine/io/atomic_file.h"
+#include "engine/io/safetensors.h"
+#include "engine/model/checkpoint.h"
+#include "engine/train/metrics.h"
+#include "engine/train/optimizer.h"
+#include "engine/train/schedule.h"
+
+namespace engine {
+
+namespace fs = std::filesystem;
+
+std::string resolve_backend(const std::string& backend) {
+  if (backend == "auto") return cuda_available() ? "cuda" : "cpu";
+  ENGINE_CHECK(backend == "cpu" || backend == "cuda", "--backend must be cpu, cuda or auto (got '", backend, "')");
+  return backend;
+}
+
+DType resolve_precision(const std::string& precision, const std::string& backend) {
+  if (precision == "auto") return backend == "cuda" ? DType::bf16 : DType::f32;
+  if (precision == "fp32") return DType::f32;
+  if (precision == "bf16") {
+    ENGINE_CHECK(backend == "cuda", "--precision bf16 needs the cuda backend (the CPU reference runs fp32)");
+    return DType::bf16;
+  }
+  fail("--precision must be bf16, fp32 or auto (got '", precision, "')");
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// The options that must not change between a run and its resumption: anything that changes which
+// batches come, how they are scaled, or the arithmetic.
+nlohmann::json resume_fingerprint(const FinetuneOptions& o, const std::string& backend, DType act) {
+  return {{"train_file", fs::absolute(o.train_file).string()},
+          {"task", o.task},
+          {"seed", o.seed},
+          {"batch_size", o.batch_size},
+          {"max_tokens", o.max_tokens},
+          {"group_by_length", o.group_by_length},
+          {"gradient_accumulation_steps", o.gradient_accumulation_steps},
+          {"max_length", o.data.encode.max_length},
+          {"learning_rate", o.learning_rate},
+          {"lr_scheduler_type", o.lr_scheduler_type},
+          {"weight_decay", o.weight_decay},
+          {"backend", backend},
+          {"precision", dtype_name(act)}};
+}
+
+nlohmann::json options_json(const FinetuneOptions& o) {
+  return {{"model", o.model_dir},
+          {"train", o.train_file},
+          {"dev", o.dev_file},
+          {"test", o.test_file},
+          {"task", o.task},
+          {"output_dir", o.output_dir},
+          {"max_length", o.data.encode.max_length},
+          {"truncation", tokenizer::truncation_name(o.data.encode.truncation)},
+          {"num_train_epochs", o.num_train_epochs},
+          {"max_steps", o.max_steps},
+          {"batch_size", o.batch_size},
+          {"eval_batch_size", o.eval_batch_size},
+          {"max_tokens", o.max_tokens},
+          {"group_by_length", o.group_by_length},
+          {"gradient_accumulation_steps", o.gradient_accumulation_steps},
+          {"learning_rate", o.learning_rate},
+          {"lr_scheduler_type", o.lr_scheduler_type},
+          {"warmup_ratio", o.warmup_ratio},
+          {"warmup_steps", o.warmup_steps},
+          {"weight_decay", o.weight_decay},
+          {"adam_beta1", o.adam_beta1},
+          {"adam_beta2", o.adam_beta2},
+          {"adam_epsilon", o.adam_epsilon},
+          {"max_grad_norm", o.max_grad_norm},
+          {"hidden_dropout", o.hidden_dropout},
+          {"attention_dropout", o.attention_dropout},
+          {"classifier_dropout", o.classifier_dropout},
+          {"reinit_head", o.reinit_head},
+          {"precision", o.precision},
+          {"backend", o.backend},
+          {"attention", o.attention},
+          {"seed", o.seed},
+          {"eval_steps", o.eval_steps},
+          {"save_steps", o.save_steps},
+          {"save_total_limit", o.save_total_limit},
+          {"metric_for_best_model", o.metric_for_best_model},
+          {"logging_steps", o.logging_steps},
+          {"on_divergence", o.on_divergence},
+          {"resume", o.resume}};
+}
+
+// JSON cannot hold NaN; a NaN metric is written as null.
+nlohmann::json metric_value(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); }
+
+// A checkpoint directory to resume from: DIR itself when it holds trainer_state.json, else the
+// checkpoint-<step> inside DIR with the largest step.
+std::string find_resume_dir(const std::string& dir) {
+  io::recover_directory(dir);
+  if (fs::exists(fs::path(dir) / "trainer_state.json")) return dir;
+  ENGINE_CHECK(fs::is_directory(dir), "--resume: '", dir, "' does not exist");
+  std::string best;
+  int64_t best_step = -1;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    std::string name = entry.path().filename().string();
+    if (name.rfind("checkpoint-", 0) != 0 || !fs::exists(entry.path() / "trainer_state.json")) continue;
+    try {
+      int64_t step = std::stoll(name.substr(11));
+      if (step > best_step) {
+        best_step = step;
+        best = entry.path().string();
+      }
+    } catch (const std::logic_error&) {
+    }
+  }
+  ENGINE_CHECK(!best.empty(), "--resume: '", dir, "' holds no checkpoint (no trainer_state.json, no checkpoint-<step>/)");
+  return best;
+}
+
+// One line of progress: rewritten in place on a terminal, plain lines otherwise.
+class Progress {
+ public:
+  Progress(std::ostream& log) : log_(log), tty_(isatty(STDERR_FILENO) && &log == &std::cout && isatty(STDOUT_FILENO)) {}
+  void update(const std::string& line, bool keep) {
+    if (tty_) {
+      log_ << "\r\033[K" << line << (keep ? "\n" : "") << std::flush;
+    } else if (keep) {
+      log_ << line << "\n" << std::flush;
+    }
+  }
+  void message(const std::string& line) {
+    if (tty_) log_ << "\r\033[K";
+    log_ << line << "\n" << std::flush;
+  }
+
+ private:
+  std::ostream& log_;
+  bool tty_;
+};
+
+std::string format_metrics(const std::map<std::string, double>& m) {
+  std::string s;
+  for (const auto& [k, v] : m) s += (s.empty() ? "" : "  ") + k + " " + format_metric(v);
+  return s;
+}
+
+class Trainer {
+ public:
+  Trainer(const FinetuneOptions& o, std::ostream& log) : o_(o), log_(log), progress_(log) {}
+  FinetuneResult run();
+
+ private:
+  void setup();
+  void evaluate_and_checkpoint(bool epoch_end, bool final_step);
+  void save_checkpoint();
+  void save_model(const std::string& dir);
+  void restore(const std::string& dir);
+  void append_metrics(nlohmann::json event);
+  void prune_checkpoints();
+  nlohmann::json trainer_state() const;
+
+  const FinetuneOptions& o_;
+  std::ostream& log_;
+  Progress progress_;
+  std::string backend_name_;
+  DType act_ = DType::f32;
+  Task task_ = Task::classify;
+  std::unique_ptr<tokenizer::BertTokenizer> tok_;
+  LabelMap labels_;
+  BertConfig config_;
+  TaskData train_data_, dev_data_, test_data_;
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<BertModel> model_;
+  std::unique_ptr<Optimizer> optimizer_;
+  std::unique_ptr<Batcher> batcher_;
+  std::unique_ptr<LrSchedule> schedule_;
+  std::string best_metric_;
+  bool greater_is_better_ = true;
+  int64_t total_steps_ = 0, steps_per_epoch_ = 0, step_ = 0, skipped_ = 0;
+  double best_value_ = NAN;
+  int64_t best_step_ = -1;
+  std::map<std::string, double> best_metrics_, last_dev_;
+  std::string vocab_path_;
+};
+
+void Trainer::setup() {
+  ENGINE_CHECK(!o_.model_dir.empty(), "finetune: --model DIR is required (with no arguments at all, `engine "
+                                      "finetune` runs the embedded default)");
+  ENGINE_CHECK(!o_.train_file.empty(), "finetune: --train FILE is required");
+  ENGINE_CHECK(o_.batch_size > 0 && o_.eval_batch_size > 0, "--batch-size and --eval-batch-size must be positive");
+  ENGINE_CHECK(o_.gradient_accumulation_steps > 0, "--gradient-accumulation-steps must be positive");
+  ENGINE_CHECK(o_.num_train_epochs > 0 || o_.max_steps > 0, "--num-train-epochs or --max-steps must be positive");
+  ENGINE_CHECK(o_.on_divergence == "stop" || o_.on_divergence == "skip", "--on-divergence must be stop or skip");
+  ENGINE_CHECK(o_.logging_steps > 0, "--logging-steps must be positive");
+  task_ = parse_task(o_.task);
+  backend_name_ = resolve_backend(o_.backend);
+  act_ = resolve_precision(o_.precision, backend_name_);
+
+  // Model directory, tokenizer, labels.
+  config_ = read_model_config(o_.model_dir);
+  vocab_path_ = (fs::path(o_.model_dir) / "vocab.txt").string();
+  ENGINE_CHECK(fs::exists(vocab_path_), "model directory '", o_.model_dir, "' has no vocab.txt");
+  tok_ = std::make_unique<tokenizer::BertTokenizer>(tokenizer::BertTokenizer::from_model_dir(o_.model_dir));
+  ENGINE_CHECK(tok_->vocab().size() <= config_.vocab_size, vocab_path_, ": ", tok_->vocab().size(),
+               " tokens but the model's embeddings have vocab_size ", config_.vocab_size,
+               " rows: this vocabulary does not belong to this model");
+  DataOptions data = o_.data;
+  ENGINE_CHECK(data.encode.max_length <= config_.max_position_embeddings, "--max-length ", data.encode.max_length,
+               " exceeds the model's max_position_embeddings ", config_.max_position_embeddings);
+  if (data.encode.max_length <= 0) data.encode.max_length = int(config_.max_position_embeddings);
+
+  if (task_ == Task::regress) {
+    config_.num_labels = 1;
+    config_.problem_type = "regression";
+    config_.id2label.clear();
+  } else {
+    labels_ = label_map_of(o_.train_file, task_, data);
+    // A model that already has a head for exactly these labels keeps its own label order, so its
+    // classifier rows keep their meaning (as run_glue.py does with a fine-tuned model's label2id).
+    if (!o_.reinit_head && int64_t(config_.id2label.size()) == labels_.size() &&
+        checkpoint_head_matches(o_.model_dir, labels_.size())) {
+      std::vector<std::string> names;
+      for (const auto& [id, name] : config_.id2label) names.push_back(name);
+      bool same_set = std::all_of(names.begin(), names.end(), [&](const std::string& n) { return labels_.find(n) >= 0; });
+      if (same_set) labels_ = LabelMap::from_names(names);
+    }
+    ENGINE_CHECK(labels_.size() >= 2, o_.train_file, ": only one label (", labels_.name(0),
+                 ") in the training data: nothing to classify");
+    config_.num_labels = labels_.size();
+    config_.problem_type = task_ == Task::classify ? "single_label_classification" : "";
+    config_.id2label.clear();
+    for (int32_t i = 0; i < labels_.size(); ++i) config_.id2label[i] = labels_.name(i);
+  }
+  auto override_prob = [](double v, float& field) {
+    if (v >= 0) field = float(v);
+  };
+  override_prob(o_.hidden_dropout, config_.hidden_dropout_prob);
+  override_prob(o_.attention_dropout, config_.attention_probs_dropout_prob);
+  override_prob(o_.classifier_dropout, config_.classifier_dropout);
+  config_.validate("model config");
+
+  log_ << "engine finetune: " << task_name(task_) << " on " << o_.train_file << ", model " << o_.model_dir << ", "
+       << backend_name_ << " backend, " << (act_ == DType::bf16 ? "bf16" : "fp32") << "\n";
+  auto t0 = Clock::now();
+  train_data_ = load_task_data(o_.train_file, task_, *tok_, &labels_, true, data);
+  if (!o_.dev_file.empty()) dev_data_ = load_task_data(o_.dev_file, task_, *tok_, &labels_, true, data);
+  if (!o_.test_file.empty()) test_data_ = load_task_data(o_.test_file, task_, *tok_, &labels_, false, data);
+  log_ << "  data: " << train_data_.examples.size() << " train examples (" << train_data_.tokens() << " tokens)";
+  if (!o_.dev_file.empty()) log_ << ", " << dev_data_.examples.size() << " dev";
+  if (!o_.test_file.empty()) log_ << ", " << test_data_.examples.size() << " test";
+  log_ << ", tokenized in " << std::chrono::duration<double>(Clock::now() - t0).count() << " s\n";
+  if (task_ != Task::regress) {
+    log_ << "  labels:";
+    for (int32_t i = 0; i < labels_.size(); ++i) log_ << " " << i << "=" << labels_.name(i);
+    log_ << "\n";
+  }
+
+  // The model, planned for the largest batch either pass can make.
+  int64_t longest = std::max({train_data_.max_length(), dev_data_.max_length(), test_data_.max_length()});
+  ModelOptions mo;
+  mo.head = task_head(task_);
+  mo.act = act_;
+  mo.max_sequences = std::max(o_.batch_size, o_.eval_batch_size);
+  mo.max_tokens = o_.max_tokens > 0 ? std::max(o_.max_tokens, longest) : mo.max_sequences * longest;
+  BackendOptions bo;
+  bo.attention = o_.attention;
+  backend_ = make_backend(backend_name_, bo);
+  model_ = std::make_unique<BertModel>(*backend_, config_, mo);
+
+  AdamWConfig ac;
+  ac.beta1 = float(o_.adam_beta1);
+  ac.beta2 = float(o_.adam_beta2);
+  ac.eps = float(o_.adam_epsilon);
+  ac.weight_decay = float(o_.weight_decay);
+  ac.max_grad_norm = float(o_.max_grad_norm);
+  optimizer_ = std::make_unique<Optimizer>(*backend_, model_->params(), ac);
+
+  BatcherOptions bopt;
+  bopt.batch_size = o_.batch_size;
+  bopt.max_tokens = o_.max_tokens;
+  bopt.group_by_length = o_.group_by_length;
+  bopt.seed = o_.seed;
+  batcher_ = std::make_unique<Batcher>(train_data_.examples, bopt);
+  steps_per_epoch_ = (batcher_->num_batches(0) + o_.gradient_accumulation_steps - 1) / o_.gradient_accumulation_steps;
+  total_steps_ = o_.max_steps > 0 ? o_.max_steps : int64_t(std::ceil(o_.num_train_epochs * double(steps_per_epoch_)));
+  int64_t warmup = resolve_warmup_steps(o_.warmup_steps, o_.warmup_ratio, total_steps_);
+  schedule_ = std::make_unique<LrSchedule>(parse_schedule_kind(o_.lr_scheduler_type), o_.learning_rate, warmup,
+                                           total_steps_);
+  best_metric_ = o_.metric_for_best_model.empty() ? default_best_metric(task_) : o_.metric_for_best_model;
+  greater_is_better_ = best_metric_ != "loss";
+
+  if (!o_.resume.empty()) {
+    restore(find_resume_dir(o_.resume));
+  } else {
+    LoadReport report = load_weights(*model_, o_.model_dir, o_.reinit_head, o_.seed);
+    log_ << "  weights: " << report.summary() << "\n";
+  }
+  log_ << "  model: " << config_.num_hidden_layers << " layers, hidden " << config_.hidden_size << ", "
+       << model_->params().count() << " parameters; memory " << (model_->parameter_bytes() >> 20)
+       << " MiB parameters + optimizer, " << (model_->activation_bytes() >> 20) << " MiB activations\n"
+       << "  schedule: " << total_steps_ << " steps (" << steps_per_epoch_ << " per epoch), batch " << o_.batch_size
+       << (o_.max_tokens > 0 ? " sequences / " + std::to_string(o_.max_tokens) + " tokens" : " sequences") << " x "
+       << o_.gradient_accumulation_steps << " accumulation, lr " << o_.learning_rate << " " << o_.lr_scheduler_type
+       << " with " << warmup << " warmup steps\n";
+
+  fs::create_directories(o_.output_dir);
+  nlohmann::json run = options_json(o_);
+  run["resolved"] = {{"backend", backend_name_},
+                     {"precision", dtype_name(act_)},
+                     {"total_steps", total_steps_},
+                     {"steps_per_epoch", steps_per_epoch_},
+                     {"warmup_steps", warmup},
+                     {"metric_for_best_model", best_metric_},
+                     {"labels", task_ == Task::regress ? nlohmann::json::array() : nlohmann::json(labels_.names())},
+                     {"train_examples", train_data_.examples.size()},
+                     {"parameters", model_->params().count()}};
+  io::write_file_atomic((fs::path(o_.output_dir) / "run_config.json").string(), run.dump(2) + "\n");
+}
+
+nlohmann::json Trainer::trainer_state() const {
+  BatcherState b = batcher_->state();
+  return {{"global_step", step_},
+          {"optimizer_steps", optimizer_->steps_taken()},
+          {"skipped_steps", skipped_},
+          {"batcher", {{"epoch", b.epoch}, {"batch", b.batch}, {"seed", b.seed}, {"examples", b.examples}}},
+          {"best_metric", best_metric_},
+          {"best_value", metric_value(best_value_)},
+          {"best_step", best_step_},
+          {"parameter_buffer_elements", model_->params().size()},
+          {"fingerprint", resume_fingerprint(o_, backend_name_, act_)}};
+}
+
+void Trainer::save_model(const std::string& dir) {
+  SaveOptions so;
+  so.vocab_path = vocab_path_;
+  so.do_lower_case = tok_->lowercase();
+  save_pretrained(*model_, dir, so);
+}
+
+void Trainer::save_checkpoint() {
+  std::string dir = (fs::path(o_.output_dir) / ("checkpoint-" + std::to_string(step_))).string();
+  SaveOptions so;
+  so.vocab_path = vocab_path_;
+  so.do_lower_case = tok_->lowercase();
+  so.extra_files = [this](const std::string& staged) {
+    Tensor m = model_->params().adam_m(), v = model_->params().adam_v();
+    std::vector<float> hm(size_t(m.numel())), hv(size_t(v.numel()));
+    backend_->copy_to_host(hm.data(), m);
+    backend_->copy_to_host(hv.data(), v);
+    io::write_safetensors((fs::path(staged) / "optimizer.safetensors").string(),
+                          {{"adam_m", DType::f32, {m.numel()}, hm.data()}, {"adam_v", DType::f32, {v.numel()}, hv.data()}});
+    io::write_file_atomic((fs::path(staged) / "trainer_state.json").string(), trainer_state().dump(2) + "\n");
+  };
+  save_pretrained(*model_, dir, so);
+  prune_checkpoints();
+}
+
+void Trainer::prune_checkpoints() {
+  if (o_.save_total_limit <= 0) return;
+  std::vector<std::pair<int64_t, fs::path>> found;
+  for (const auto& entry : fs::directory_iterator(o_.output_dir)) {
+    std::string name = entry.path().filename().string();
+    if (name.rfind("checkpoint-", 0) != 0 || name.find('.') != std::string::npos) continue;
+    try {
+      found.emplace_back(std::stoll(name.substr(11)), entry.path());
+    } catch (const std::logic_error&) {
+    }
+  }
+  std::sort(found.begin(), found.end());
+  for (size_t i = 0; i + size_t(o_.save_total_limit) < found.size(); ++i) fs::remove_all(found[i].second);
+}
+
+void Trainer::restore(const std::string& dir) {
+  nlohmann::json state;
+  try {
+    state = nlohmann::json::parse(io::read_file((fs::path(dir) / "trainer_state.json").string()));
+  } catch (const nlohmann::json::exception& e) {
+    fail(dir, "/trainer_state.json: not valid JSON (", e.what(), ")");
+  }
+  nlohmann::json expected = resume_fingerprint(o_, backend_name_, act_);
+  for (auto& [key, value] : expected.items()) {
+    ENGINE_CHECK(state["fingerprint"].contains(key) && state["fingerprint"][key] == value, "--resume ", dir,
+                 ": the checkpoint was made with ", key, " = ", state["fingerprint"].value(key, nlohmann::json()).dump(),
+                 ", this run has ", value.dump(), " (an exact resume needs the same setting)");
+  }
+  ENGINE_CHECK(state.value("parameter_buffer_elements", int64_t(-1)) == model_->params().size(), "--resume ", dir,
+               ": the optimizer state does not fit this model");
+  LoadReport report = load_weights(*model_, dir, false, o_.seed);
+  ENGINE_CHECK(report.initialised.empty(), "--resume ", dir, ": checkpoint lacks ", report.initialised[0]);
+  io::SafetensorsFile opt = io::SafetensorsFile::open((fs::path(dir) / "optimizer.safetensors").string());
+  auto load_flat = [&](const char* name, Tensor dst) {
+    std::vector<float> v = opt.to_f32(name);
+    ENGINE_CHECK(int64_t(v.size()) == dst.numel(), dir, "/optimizer.safetensors: ", name, " has ", v.size(),
+                 " elements, expected ", dst.numel());
+    backend_->copy_from_host(dst, v.data());
+  };
+  load_flat("adam_m", model_->params().adam_m());
+  load_flat("adam_v", model_->params().adam_v());
+  step_ = state.at("global_step").get<int64_t>();
+  optimizer_->set_steps_taken(state.at("optimizer_steps").get<int64_t>());
+  skipped_ = state.value("skipped_steps", int64_t(0));
+  const auto& b = state.at("batcher");
+  batcher_->restore(BatcherState{b.at("epoch").get<int64_t>(), b.at("batch").get<int64_t>(),
+                                 b.at("seed").get<uint64_t>(), b.at("examples").get<int64_t>()});
+  best_step_ = state.value("best_step", int64_t(-1));
+  if (state["best_value"].is_number()) best_value_ = state["best_value"].get<double>();
+  log_ << "  resumed from " << dir << " at step " << step_ << "\n";
+}
+
+void Trainer::append_metrics(nlohmann::json event) {
+  std::ofstream out(fs::path(o_.output_dir) / "metrics.jsonl", std::ios::app);
+  ENGINE_CHECK(out, o_.output_dir, "/metrics.jsonl: cannot open for appending");
+  out << event.dump() << "\n";
+  out.flush();
+  ENGINE_CHECK(out, o_.output_dir, "/metrics.jsonl: write failed");
+}
+
+void Trainer::evaluate_and_checkpoint(bool epoch_end, bool final_step) {
+  const bool eval_now = !o_.dev_file.empty() &&
+                        (final_step || (o_.eval_steps > 0 ? step_ % o_.eval_steps == 0 : epoch_end));
+  const bool save_now = o_.save_steps > 0 ? step_ % o_.save_steps == 0
+                                          : (eval_now || (o_.dev_file.empty() && epoch_end)) && !final_step;
+  if (eval_now) {
+    auto t0 = Clock::now();
+    Predictions p = predict(*model_, dev_data_, labels_, o_.eval_batch_size, o_.max_tokens);
+    last_dev_ = p.metrics;
+    double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    nlohmann::json event = {{"event", "eval"}, {"step", step_}, {"epoch", double(step_) / double(steps_per_epoch_)}};
+    for (const auto& [k, v] : p.metrics) event["eval_" + k] = metric_value(v);
+    event["eval_seconds"] = secs;
+    append_metrics(event);
+    progress_.message("eval  step " + std::to_string(step_) + ": " + format_metrics(p.metrics));
+    auto it = p.metrics.find(best_metric_);
+    ENGINE_CHECK(it != p.metrics.end(), "--metric-for-best-model '", best_metric_, "' is not a metric of task ",
+                 task_name(task_));
+    double v = it->second;
+    bool better = std::isfinite(v) && (!std::isfinite(best_value_) || (greater_is_better_ ? v > best_value_ : v < best_value_));
+    if (better) {
+      best_value_ = v;
+      best_step_ = step_;
+      best_metrics_ = p.metrics;
+      save_model((fs::path(o_.output_dir) / "best").string());
+    }
+  }
+  if (save_now) save_checkpoint();
+}
+
+FinetuneResult Trainer::run() {
+  setup();
+  const int64_t accum = o_.gradient_accumulation_steps;
+  const float micro_weight = 1.f / float(accum);
+  double window_loss = 0, window_seconds = 0, window_flops = 0;
+  int64_t window_steps = 0, window_samples = 0, window_tokens = 0;
+  double last_loss = NAN;
+  const double peak = backend_->peak_tflops(act_);
+  while (step_ < total_steps_) {
+    auto t0 = Clock::now();
+    const int64_t epoch_before = batcher_->state().epoch;
+    model_->zero_grads();
+    double step_loss = 0;
+    for (int64_t micro = 0; micro < accum; ++micro) {
+      PackedBatch batch = batcher_->next();
+      model_->set_batch(batch);
+      // Dropout masks are a function of (seed, step, micro-batch): a resumed run draws the same.
+      const uint64_t dropout_seed = o_.seed * 0x9E3779B97F4A7C15ull + uint64_t(step_) * uint64_t(accum) + uint64_t(micro);
+      model_->forward(Pass::train, dropout_seed, micro_weight);
+      model_->backward();
+      step_loss += double(model_->loss()) / double(accum);
+      double sum_sq = 0;
+      for (int64_t s = 0; s < batch.sequences; ++s) {
+        double len = double(batch.cu_seqlens[s + 1] - batch.cu_seqlens[s]);
+        sum_sq += len * len;
+      }
+      window_flops += config_.train_flops(batch.tokens, sum_sq);
+      window_samples += batch.sequences;
+      window_tokens += batch.tokens;
+    }
+    optimizer_->compute_grad_norm();
+    const float norm = optimizer_->grad_norm();
+    const double lr = schedule_->lr_at(step_);
+    ++step_;
+    const double epoch = double(step_) / double(steps_per_epoch_);
+    if (!std::isfinite(norm) || !std::isfinite(step_loss)) {
+      ++skipped_;
+      append_metrics({{"event", "divergence"},
+                      {"step", step_},
+                      {"loss", metric_value(step_loss)},
+                      {"grad_norm", metric_value(norm)},
+                      {"action", o_.on_divergence}});
+      std::string what = "step " + std::to_string(step_) + ": divergent step (loss " + format_metric(step_loss) +
+                         ", gradient norm " + format_metric(norm) + ")";
+      ENGINE_CHECK(o_.on_divergence == "skip", what,
+                   "; stopping (the last checkpoint is intact; --on-divergence skip skips such steps)");
+      progress_.message(what + ": update skipped");
+      model_->zero_grads();
+    } else {
+      optimizer_->step(float(lr));
+      window_loss += step_loss;
+      ++window_steps;
+      last_loss = step_loss;
+    }
+    window_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+
+    const bool log_now = step_ % o_.logging_steps == 0 || step_ == total_steps_;
+    if (window_steps > 0) {
+      const double loss = window_loss / double(window_steps);
+      const double sps = double(window_samples) / window_seconds, tps = double(window_tokens) / window_seconds;
+      const double mfu = peak > 0 ? window_flops / window_seconds / (peak * 1e12) : NAN;
+      char line[320];
+      std::snprintf(line, sizeof line,
+                    "step %lld/%lld  epoch %.2f  loss %.4f  lr %.3g  grad_norm %.3g  %.1f samples/s  %.0f tokens/s  "
+                    "MFU %s  mem %lld MiB",
+                    (long long)step_, (long long)total_steps_, epoch, loss, lr, double(norm), sps, tps,
+                    std::isfinite(mfu) ? (format_metric(100 * mfu, 1) + "%").c_str() : "n/a",
+                    (long long)((model_->parameter_bytes() + model_->activation_bytes()) >> 20));
+      progress_.update(line, log_now);
+      if (log_now) {
+        append_metrics({{"event", "train"},
+                        {"step", step_},
+                        {"epoch", epoch},
+                        {"loss", loss},
+                        {"lr", lr},
+                        {"grad_norm", norm},
+                        {"samples_per_second", sps},
+                        {"tokens_per_second", tps},
+                        {"mfu", metric_value(mfu)},
+                        {"memory_bytes", model_->parameter_bytes() + model_->activation_bytes()}});
+        window_loss = window_seconds = window_flops = 0;
+        window_steps = window_samples = window_tokens = 0;
+      }
+    }
+    const bool epoch_end = batcher_->state().epoch > epoch_before;
+    evaluate_and_checkpoint(epoch_end, step_ == total_steps_);
+  }
+
+  save_model((fs::path(o_.output_dir) / "model").string());
+  FinetuneResult result;
+  result.steps = step_;
+  result.final_loss = last_loss;
+  result.skipped_steps = skipped_;
+  result.dev_metrics = last_dev_;
+  result.best_metrics = best_metrics_;
+  nlohmann::json end = {{"event", "end"}, {"step", step_}, {"skipped_steps", skipped_}};
+  if (!o_.dev_file.empty()) {
+    for (const auto& [k, v] : last_dev_) end["eval_" + k] = metric_value(v);
+    end["best_step"] = best_step_;
+    end["best_" + best_metric_] = metric_value(best_value_);
+  }
+  if (!o_.test_file.empty() && test_data_.has_labels) {
+    result.test_metrics = predict(*model_, test_data_, labels_, o_.eval_batch_size, o_.max_tokens).metrics;
+    for (const auto& [k, v] : result.test_metrics) end["test_" + k] = metric_value(v);
+    progress_.message("test: " + format_metrics(result.test_metrics));
+  }
+  append_metrics(end);
+  log_ << "done: " << step_ << " steps";
+  if (skipped_) log_ << " (" << skipped_ << " skipped as divergent)";
+  log_ << "; final model in " << (fs::path(o_.output_dir) / "model").string();
+  if (best_step_ >= 0)
+    log_ << "; best " << best_metric_ << " " << format_metric(best_value_) << " at step " << best_step_ << " in "
+         << (fs::path(o_.output_dir) / "best").string();
+  log_ << "\n";
+  return result;
+}
+
+}  // namespace
+
+FinetuneResult run_finetune(const FinetuneOptions& options, std::ostream& log) {
+  Trainer trainer(options, log);
+  return trainer.run();
+}
+
+}  // namespace engine

@@ -1,0 +1,80 @@
+// The trainer behind `engine finetune --model DIR --train FILE ...`: Hugging Face Trainer semantics
+// (the same option names and defaults where they exist) over the engine's packed batches.
+//
+// One optimizer step = gradient_accumulation_steps micro-batches, each loss scaled by 1/steps as
+// HF does; micro-batches run on across epoch boundaries. After the backward pass of a step the
+// gradient norm is read (one 4-byte read): a non-finite norm is a divergent step, reported with its
+// number and, by --on-divergence, skipped (no update, gradients dropped) or the run stops.
+//
+// Output directory:
+//   run_config.json         every option of the run, and what was resolved (steps, warmup, labels)
+//   metrics.jsonl           one JSON object per event: {"event":"train"|"eval"|"divergence"|"end", ...}
+//   checkpoint-<step>/      HF model directory + trainer_state.json + optimizer.safetensors: resume
+//   best/                   HF model directory of the best evaluation by --metric-for-best-model
+//   model/                  HF model directory at the end of training
+// Every directory is written to a staging name and renamed into place: a crash leaves the previous
+// one whole. --resume continues a run from a checkpoint exactly: the same parameters as a run that
+// was never stopped (same backend and precision).
+#pragma once
+#include <cstdint>
+#include <ostream>
+#include <string>
+
+#include "engine/train/task.h"
+
+namespace engine {
+
+struct FinetuneOptions {
+  // What to train.
+  std::string model_dir;
+  std::string train_file, dev_file, test_file;
+  std::string task = "classify";
+  std::string output_dir = "engine-output";
+  DataOptions data;
+  // Schedule and batches.
+  double num_train_epochs = 3.0;
+  int64_t max_steps = -1;  // > 0 overrides epochs
+  int64_t batch_size = 32;
+  int64_t eval_batch_size = 64;
+  int64_t max_tokens = 0;  // per batch, 0 = no token budget
+  bool group_by_length = false;
+  int64_t gradient_accumulation_steps = 1;
+  // Optimizer.
+  double learning_rate = 5e-5;
+  std::string lr_scheduler_type = "linear";
+  double warmup_ratio = 0.0;
+  int64_t warmup_steps = 0;
+  double weight_decay = 0.0;
+  double adam_beta1 = 0.9, adam_beta2 = 0.999, adam_epsilon = 1e-8;
+  double max_grad_norm = 1.0;
+  // Model.
+  double hidden_dropout = -1, attention_dropout = -1, classifier_dropout = -1;  // < 0: the config's
+  bool reinit_head = false;
+  std::string precision = "auto";  // bf16, fp32, auto (bf16 on cuda, fp32 on cpu)
+  std::string backend = "auto";    // cpu, cuda, auto
+  std::string attention = "flash";
+  uint64_t seed = 42;
+  // Evaluation, checkpoints, logging.
+  int64_t eval_steps = 0;   // 0: at the end of every epoch
+  int64_t save_steps = 0;   // 0: at every evaluation (or epoch end without a dev file)
+  int64_t save_total_limit = 2;
+  std::string metric_for_best_model;  // empty: the task's default
+  int64_t logging_steps = 10;
+  std::string on_divergence = "stop";  // stop or skip
+  std::string resume;
+};
+
+struct FinetuneResult {
+  int64_t steps = 0;
+  double final_loss = 0;
+  std::map<std::string, double> dev_metrics, test_metrics, best_metrics;
+  int64_t skipped_steps = 0;
+};
+
+FinetuneResult run_finetune(const FinetuneOptions& options, std::ostream& log);
+
+// The resolved backend and activation dtype for options (auto picks cuda when a GPU is visible).
+std::string resolve_backend(const std::string& backend);
+DType resolve_precision(const std::string& precision, const std::string& backend);
+
+}  // namespace engine
