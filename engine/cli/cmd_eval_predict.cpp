@@ -1,6 +1,7 @@
 // engine eval and engine predict: load a fine-tuned model directory and score a labelled file, or
 // predict for a file or for lines on standard input (one JSON object per input, in input order).
 #include <cmath>
+#include <filesystem>
 #include <iostream>
 
 #include "engine/cli/commands.h"
@@ -15,7 +16,7 @@ namespace {
 
 struct ModelFlags {
   std::string model_dir, data_file, task, backend = "auto", precision = "auto", attention = "flash";
-  int max_length = 128;
+  int max_length = 0;  // 0: 128, or max_position_embeddings when smaller
   int64_t batch_size = 64;
 };
 
@@ -23,7 +24,9 @@ void add_model_flags(CLI::App* cmd, ModelFlags& f) {
   cmd->add_option("--model", f.model_dir, "fine-tuned model directory (config.json, vocab.txt, model.safetensors)")
       ->required();
   cmd->add_option("--task", f.task, "classify, regress or tokens (default: what the model was trained for)");
-  cmd->add_option("--max-length", f.max_length, "tokens per sequence")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--max-length", f.max_length,
+                  "tokens per sequence (default: 128, or the model's max_position_embeddings when smaller)")
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--batch-size", f.batch_size, "sequences per batch")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--backend", f.backend, "cpu, cuda or auto")->capture_default_str();
   cmd->add_option("--precision", f.precision, "bf16, fp32 or auto")->capture_default_str();
@@ -66,11 +69,18 @@ Loaded load(const ModelFlags& f, int64_t longest) {
 
 tokenizer::BertTokenizer read_tokenizer(const std::string& dir) { return tokenizer::BertTokenizer::from_model_dir(dir); }
 
+// Before reading any data: a base checkpoint (no classifier, or one of another size) cannot score.
+void require_trained_head(const std::string& dir, const BertConfig& config) {
+  ENGINE_CHECK(checkpoint_head_matches(dir, config.num_labels) || !std::filesystem::exists(dir + "/model.safetensors"),
+               dir, ": the checkpoint has no trained head (no classifier with ", config.num_labels,
+               " outputs): fine-tune it first");
+}
+
 DataOptions data_options(const DataFlags& flags, const ModelFlags& f, const BertConfig& config) {
   DataOptions d = flags.resolve();
   ENGINE_CHECK(f.max_length <= config.max_position_embeddings, "--max-length ", f.max_length,
                " exceeds the model's max_position_embeddings ", config.max_position_embeddings);
-  d.encode.max_length = f.max_length;
+  d.encode.max_length = f.max_length > 0 ? f.max_length : int(std::min<int64_t>(128, config.max_position_embeddings));
   return d;
 }
 
@@ -110,6 +120,7 @@ void add_eval_command(CLI::App& app) {
   auto flags = add_data_flags(cmd);
   cmd->callback([f, flags] {
     BertConfig config = read_model_config(f->model_dir);
+    require_trained_head(f->model_dir, config);
     Task task = f->task.empty() ? task_of_model(config) : parse_task(f->task);
     tokenizer::BertTokenizer tok = read_tokenizer(f->model_dir);
     DataOptions d = data_options(*flags, *f, config);
@@ -136,6 +147,7 @@ void add_predict_command(CLI::App& app) {
   auto flags = add_data_flags(cmd);
   cmd->callback([f, flags] {
     BertConfig config = read_model_config(f->model_dir);
+    require_trained_head(f->model_dir, config);
     Task task = f->task.empty() ? task_of_model(config) : parse_task(f->task);
     tokenizer::BertTokenizer tok = read_tokenizer(f->model_dir);
     DataOptions d = data_options(*flags, *f, config);

@@ -17,7 +17,7 @@ void add_finetune_command(CLI::App& app) {
       "With neither --model nor --train: the embedded default (a small random BERT learning a built-in synthetic\n"
       "task on the CPU; honours --max-steps, --batch-size, --learning-rate, --seed, --logging-steps, --backend).");
   auto o = std::make_shared<FinetuneOptions>();
-  auto max_length = std::make_shared<int>(128);
+  auto max_length = std::make_shared<int>(0);
   auto data = add_data_flags(cmd);
   cmd->add_option("--model", o->model_dir, "Hugging Face model directory to start from");
   cmd->add_option("--train", o->train_file, "training file (.tsv, .csv, .jsonl; CoNLL for --task tokens)");
@@ -26,8 +26,9 @@ void add_finetune_command(CLI::App& app) {
   cmd->add_option("--task", o->task, "classify, regress or tokens")->capture_default_str();
   cmd->add_option("--output-dir", o->output_dir, "where checkpoints, the final model and metrics.jsonl go")
       ->capture_default_str();
-  cmd->add_option("--max-length", *max_length, "tokens per sequence, [CLS] and [SEP] included")
-      ->capture_default_str()
+  cmd->add_option("--max-length", *max_length,
+                  "tokens per sequence, [CLS] and [SEP] included (default: 128, or the model's "
+                  "max_position_embeddings when smaller)")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--num-train-epochs", o->num_train_epochs, "epochs (may be fractional)")->capture_default_str();
   cmd->add_option("--max-steps", o->max_steps, "optimizer steps; overrides --num-train-epochs when positive")

@@ -62,7 +62,7 @@ void replace_directory_atomic(const std::string& final_dir, const std::string& s
 enum class Recovery {
   nothing,            // final_dir was in place and no leftovers were found
   restored_old,       // final_dir was missing: the single final_dir.old.<pid> was renamed back
-  removed_leftovers,  // final_dir was in place: stale .old.<pid> / .tmp.<pid> siblings removed
+  removed_leftovers,  // nothing restored; stale .old.<pid> / .tmp.<pid> siblings removed
 };
 
 // The recovery rule, to call before loading final_dir (replace_directory_atomic calls it too):

@@ -220,7 +220,7 @@ void Trainer::setup() {
   DataOptions data = o_.data;
   ENGINE_CHECK(data.encode.max_length <= config_.max_position_embeddings, "--max-length ", data.encode.max_length,
                " exceeds the model's max_position_embeddings ", config_.max_position_embeddings);
-  if (data.encode.max_length <= 0) data.encode.max_length = int(config_.max_position_embeddings);
+  if (data.encode.max_length <= 0) data.encode.max_length = int(std::min<int64_t>(128, config_.max_position_embeddings));
 
   if (task_ == Task::regress) {
     config_.num_labels = 1;

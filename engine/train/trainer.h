@@ -30,7 +30,7 @@ struct FinetuneOptions {
   std::string train_file, dev_file, test_file;
   std::string task = "classify";
   std::string output_dir = "engine-output";
-  DataOptions data;
+  DataOptions data;  // data.encode.max_length 0: 128, or max_position_embeddings when smaller
   // Schedule and batches.
   double num_train_epochs = 3.0;
   int64_t max_steps = -1;  // > 0 overrides epochs

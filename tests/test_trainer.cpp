@@ -1,0 +1,430 @@
+// The trainer and the eval/predict commands on the CPU: each task learns a small task (loss falls,
+// metrics far above chance), the metrics log and checkpoints are complete, a resumed run equals an
+// uninterrupted one bitwise, predict prints its schema, and every kind of bad input is a clear
+// error with a non-zero exit. Models are tiny random BERTs saved as HF directories by the test;
+// real SST-2 rows are used where ../shared/data is present.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <sys/wait.h>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "engine/io/safetensors.h"
+#include "engine/model/checkpoint.h"
+#include "engine/train/synthetic.h"
+#include "engine/train/trainer.h"
+
+namespace engine {
+namespace {
+
+namespace fs = std::filesystem;
+
+uint64_t fresh_seed() {
+  static std::random_device rd;
+  return (uint64_t(rd()) << 32) ^ rd();
+}
+
+std::string engine_binary() { return std::string(ENGINE_BINARY_DIR) + "/bin/engine"; }
+
+struct CommandResult {
+  int exit_code;
+  std::string output;
+};
+
+// Runs the engine binary with stdout and stderr captured (stdin from `input` when given).
+CommandResult run_engine(const std::string& args, const std::string& input = "") {
+  std::string cmd = engine_binary() + " " + args + " 2>&1";
+  std::string in_file;
+  if (!input.empty()) {
+    in_file = (fs::temp_directory_path() / ("engine_stdin_" + std::to_string(fresh_seed()))).string();
+    std::ofstream(in_file) << input;
+    cmd += " < " + in_file;
+  }
+  FILE* pipe = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  for (size_t n; (n = fread(buf, 1, sizeof buf, pipe)) > 0;) out.append(buf, n);
+  int status = pclose(pipe);
+  if (!in_file.empty()) fs::remove(in_file);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+std::vector<nlohmann::json> read_jsonl(const fs::path& path) {
+  std::vector<nlohmann::json> out;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) out.push_back(nlohmann::json::parse(line));
+  return out;
+}
+
+class Trainer : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    seed_ = fresh_seed() % 100000;
+    dir_ = fs::temp_directory_path() / ("engine_test_trainer_" + std::to_string(fresh_seed()));
+    fs::create_directories(dir_);
+    task_ = SyntheticTask::make(seed_, 800, 200, 12);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  // A tiny random BERT over the synthetic vocabulary, saved as a HF directory.
+  std::string make_model(int64_t labels, const std::string& name = "base", int64_t extra_vocab = 0) {
+    fs::path d = dir_ / name;
+    fs::create_directories(d);
+    std::ofstream vocab(d / "vocab.txt");
+    for (const std::string& w : task_.vocab) vocab << w << "\n";
+    for (int64_t i = 0; i < extra_vocab; ++i) vocab << "extra" << i << "\n";
+    vocab.close();
+    BertConfig c;
+    c.vocab_size = int64_t(task_.vocab.size());
+    c.hidden_size = 32;
+    c.num_hidden_layers = 2;
+    c.num_attention_heads = 2;
+    c.intermediate_size = 64;
+    c.max_position_embeddings = 64;
+    c.num_labels = labels;
+    auto backend = make_backend("cpu");
+    BertModel model(*backend, c, ModelOptions{});
+    model.init_weights(seed_);
+    SaveOptions so;
+    so.vocab_path = (d / "vocab.txt").string();
+    save_pretrained(model, d.string(), so);
+    return d.string();
+  }
+
+  int positives(const SyntheticExample& e) const {
+    int n = 0;
+    for (int32_t id : e.ids) n += id >= 5 && id < 13;
+    return n;
+  }
+  int negatives(const SyntheticExample& e) const {
+    int n = 0;
+    for (int32_t id : e.ids) n += id >= 13 && id < 21;
+    return n;
+  }
+
+  // kind: "classify" (label 0/1 as text "neg"/"pos"), "regress" (positives - negatives).
+  std::string write_tsv(const std::vector<SyntheticExample>& rows, const std::string& name, const std::string& kind) {
+    fs::path p = dir_ / name;
+    std::ofstream out(p);
+    out << "sentence\tlabel\n";
+    for (const SyntheticExample& e : rows) {
+      out << task_.text(e) << "\t";
+      if (kind == "regress")
+        out << positives(e) - negatives(e) << "\n";
+      else
+        out << (e.label ? "pos" : "neg") << "\n";
+    }
+    return p.string();
+  }
+
+  // CoNLL: positive words B-POS, negative words B-NEG, the rest O.
+  std::string write_conll(const std::vector<SyntheticExample>& rows, const std::string& name) {
+    fs::path p = dir_ / name;
+    std::ofstream out(p);
+    out << "-DOCSTART- -X- -X- O\n\n";
+    for (const SyntheticExample& e : rows) {
+      for (size_t i = 1; i + 1 < e.ids.size(); ++i) {
+        int32_t id = e.ids[i];
+        const char* tag = id >= 5 && id < 13 ? "B-POS" : id >= 13 && id < 21 ? "B-NEG" : "O";
+        out << task_.vocab[size_t(id)] << " X X " << tag << "\n";
+      }
+      out << "\n";
+    }
+    return p.string();
+  }
+
+  FinetuneOptions options(const std::string& model, const std::string& train, const std::string& dev,
+                          const std::string& out) {
+    FinetuneOptions o;
+    o.model_dir = model;
+    o.train_file = train;
+    o.dev_file = dev;
+    o.output_dir = (dir_ / out).string();
+    o.backend = "cpu";
+    o.batch_size = 16;
+    o.learning_rate = 2e-3;
+    o.warmup_ratio = 0.1;
+    o.num_train_epochs = 3;
+    o.logging_steps = 10;
+    o.seed = seed_;
+    o.data.encode.max_length = 64;
+    return o;
+  }
+
+  uint64_t seed_ = 0;
+  fs::path dir_;
+  SyntheticTask task_;
+};
+
+void expect_loss_falls(const fs::path& metrics) {
+  std::vector<double> losses;
+  for (const auto& e : read_jsonl(metrics)) {
+    if (e["event"] != "train") continue;
+    for (const char* key : {"step", "epoch", "loss", "lr", "grad_norm", "samples_per_second", "tokens_per_second"})
+      EXPECT_TRUE(e.contains(key)) << "train event lacks " << key << ": " << e.dump();
+    losses.push_back(e["loss"].get<double>());
+  }
+  ASSERT_GE(losses.size(), 3u);
+  EXPECT_LT(losses.back(), 0.7 * losses.front()) << "loss " << losses.front() << " -> " << losses.back();
+}
+
+TEST_F(Trainer, ClassifyLearnsAndWritesLogsAndCheckpoints) {
+  std::string model = make_model(2);
+  FinetuneOptions o = options(model, write_tsv(task_.train, "train.tsv", "classify"),
+                              write_tsv(task_.dev, "dev.tsv", "classify"), "cls");
+  std::ostringstream log;
+  FinetuneResult r = run_finetune(o, log);
+  SCOPED_TRACE(log.str());
+  EXPECT_GT(r.dev_metrics.at("accuracy"), 0.8);
+  EXPECT_GT(r.best_metrics.at("accuracy"), 0.8);
+  expect_loss_falls(fs::path(o.output_dir) / "metrics.jsonl");
+  int evals = 0;
+  for (const auto& e : read_jsonl(fs::path(o.output_dir) / "metrics.jsonl"))
+    if (e["event"] == "eval") {
+      ++evals;
+      for (const char* key : {"eval_accuracy", "eval_f1", "eval_mcc", "eval_loss", "step"}) EXPECT_TRUE(e.contains(key));
+    }
+  EXPECT_EQ(evals, 3) << "one evaluation per epoch";
+  for (const char* sub : {"model", "best"}) {
+    fs::path d = fs::path(o.output_dir) / sub;
+    for (const char* f : {"config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json"})
+      EXPECT_TRUE(fs::exists(d / f)) << d / f;
+    BertConfig c = read_model_config(d.string());
+    EXPECT_EQ(c.id2label.at(0), "neg");
+    EXPECT_EQ(c.id2label.at(1), "pos");
+  }
+  EXPECT_TRUE(fs::exists(fs::path(o.output_dir) / "run_config.json"));
+  int checkpoints = 0;
+  for (const auto& entry : fs::directory_iterator(o.output_dir))
+    checkpoints += entry.path().filename().string().rfind("checkpoint-", 0) == 0;
+  EXPECT_EQ(checkpoints, 2) << "save_total_limit 2";
+
+  // eval reproduces the trainer's final dev accuracy; predict prints one JSON object per input.
+  CommandResult ev = run_engine("eval --model " + (fs::path(o.output_dir) / "model").string() + " --data " +
+                                (dir_ / "dev.tsv").string() + " --backend cpu");
+  ASSERT_EQ(ev.exit_code, 0) << ev.output;
+  nlohmann::json metrics = nlohmann::json::parse(ev.output);
+  EXPECT_NEAR(metrics["accuracy"].get<double>(), r.dev_metrics.at("accuracy"), 1e-9);
+  std::string input = task_.text(task_.dev[0]) + "\n" + task_.text(task_.dev[1]) + "\nvery good film\n";
+  CommandResult pr = run_engine("predict --model " + (fs::path(o.output_dir) / "model").string() + " --backend cpu",
+                                input);
+  ASSERT_EQ(pr.exit_code, 0) << pr.output;
+  std::istringstream lines(pr.output);
+  int n = 0;
+  for (std::string line; std::getline(lines, line); ++n) {
+    nlohmann::json j = nlohmann::json::parse(line);
+    ASSERT_TRUE(j["label"] == "neg" || j["label"] == "pos") << line;
+    ASSERT_EQ(j["probabilities"].size(), 2u);
+    ASSERT_EQ(j["logits"].size(), 2u);
+    double sum = j["probabilities"][0].get<double>() + j["probabilities"][1].get<double>();
+    EXPECT_NEAR(sum, 1.0, 1e-9);
+    bool first_larger = j["logits"][0].get<double>() > j["logits"][1].get<double>();
+    EXPECT_EQ(j["label"], first_larger ? "neg" : "pos");
+  }
+  EXPECT_EQ(n, 3);
+}
+
+TEST_F(Trainer, RegressionLearnsPearson) {
+  std::string model = make_model(1);
+  FinetuneOptions o = options(model, write_tsv(task_.train, "train.tsv", "regress"),
+                              write_tsv(task_.dev, "dev.tsv", "regress"), "reg");
+  o.task = "regress";
+  std::ostringstream log;
+  FinetuneResult r = run_finetune(o, log);
+  SCOPED_TRACE(log.str());
+  EXPECT_GT(r.dev_metrics.at("pearson"), 0.8);
+  EXPECT_GT(r.dev_metrics.at("spearman"), 0.7);
+  expect_loss_falls(fs::path(o.output_dir) / "metrics.jsonl");
+  CommandResult pr = run_engine("predict --model " + (fs::path(o.output_dir) / "model").string() + " --backend cpu",
+                                "good good great\n");
+  ASSERT_EQ(pr.exit_code, 0) << pr.output;
+  EXPECT_TRUE(nlohmann::json::parse(pr.output).contains("value")) << pr.output;
+}
+
+TEST_F(Trainer, TokenClassificationLearnsEntities) {
+  std::string model = make_model(3);
+  FinetuneOptions o = options(model, write_conll(task_.train, "train.conll"), write_conll(task_.dev, "dev.conll"), "ner");
+  o.task = "tokens";
+  o.reinit_head = true;
+  std::ostringstream log;
+  FinetuneResult r = run_finetune(o, log);
+  SCOPED_TRACE(log.str());
+  EXPECT_GT(r.dev_metrics.at("f1"), 0.8);
+  expect_loss_falls(fs::path(o.output_dir) / "metrics.jsonl");
+  CommandResult pr = run_engine("predict --model " + (fs::path(o.output_dir) / "model").string() + " --backend cpu",
+                                "the good movie\n");
+  ASSERT_EQ(pr.exit_code, 0) << pr.output;
+  nlohmann::json j = nlohmann::json::parse(pr.output);
+  ASSERT_EQ(j["tags"].size(), 3u) << pr.output;
+}
+
+// A run stopped at a checkpoint and resumed ends with the same parameters, bitwise, as one that ran
+// straight through (dropout on, so the resumed run must also draw the same masks).
+TEST_F(Trainer, ResumeEqualsUninterrupted) {
+  std::string model = make_model(2);
+  std::string train = write_tsv(task_.train, "train.tsv", "classify");
+  FinetuneOptions a = options(model, train, "", "straight");
+  a.max_steps = 12;
+  a.save_steps = 5;
+  a.gradient_accumulation_steps = 2;
+  a.batch_size = 8;
+  std::ostringstream log;
+  run_finetune(a, log);
+  FinetuneOptions b = a;
+  b.output_dir = (dir_ / "resumed").string();
+  b.resume = (fs::path(a.output_dir) / "checkpoint-10").string();
+  run_finetune(b, log);
+  SCOPED_TRACE(log.str());
+  io::SafetensorsFile fa = io::SafetensorsFile::open((fs::path(a.output_dir) / "model/model.safetensors").string());
+  io::SafetensorsFile fb = io::SafetensorsFile::open((fs::path(b.output_dir) / "model/model.safetensors").string());
+  ASSERT_EQ(fa.tensors().size(), fb.tensors().size());
+  for (const auto& t : fa.tensors()) {
+    const auto& u = fb.get(t.name);
+    ASSERT_EQ(t.nbytes, u.nbytes);
+    EXPECT_EQ(0, std::memcmp(t.data, u.data, t.nbytes)) << t.name << " differs after resume";
+  }
+  // And the resumed run really started late: its log has no step before 11.
+  for (const auto& e : read_jsonl(fs::path(b.output_dir) / "metrics.jsonl"))
+    if (e["event"] == "train") EXPECT_GT(e["step"].get<int64_t>(), 10);
+
+  // Resuming with a setting that changes the batches is refused.
+  FinetuneOptions c = b;
+  c.output_dir = (dir_ / "refused").string();
+  c.batch_size = 4;
+  EXPECT_THROW(run_finetune(c, log), Error);
+}
+
+TEST_F(Trainer, DivergenceStopsOrIsSkipped) {
+  std::string model = make_model(2);
+  FinetuneOptions o = options(model, write_tsv(task_.train, "train.tsv", "classify"), "", "diverge");
+  o.learning_rate = 1e30;
+  o.warmup_ratio = 0;
+  o.max_steps = 4;
+  o.max_grad_norm = 0;
+  std::ostringstream log;
+  try {
+    run_finetune(o, log);
+    FAIL() << "a divergent run went on";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("divergent step"), std::string::npos) << e.what();
+  }
+  o.on_divergence = "skip";
+  o.output_dir = (dir_ / "skip").string();
+  FinetuneResult r = run_finetune(o, log);
+  EXPECT_GT(r.skipped_steps, 0);
+  int events = 0;
+  for (const auto& e : read_jsonl(fs::path(o.output_dir) / "metrics.jsonl")) events += e["event"] == "divergence";
+  EXPECT_EQ(events, r.skipped_steps);
+}
+
+void expect_cli_error(const std::string& args, const std::string& needle) {
+  CommandResult r = run_engine(args);
+  EXPECT_NE(r.exit_code, 0) << args << "\n" << r.output;
+  EXPECT_NE(r.output.find(needle), std::string::npos) << "expected '" << needle << "' in:\n" << r.output;
+}
+
+TEST_F(Trainer, BadInputIsAClearErrorWithNonZeroExit) {
+  std::string model = make_model(2);
+  std::string train = write_tsv(task_.train, "train.tsv", "classify");
+  const std::string base = "finetune --backend cpu --max-steps 1 --model " + model + " --output-dir " +
+                           (dir_ / "bad").string() + " --train ";
+  auto write = [&](const std::string& name, const std::string& content) {
+    std::ofstream(dir_ / name, std::ios::binary) << content;
+    return (dir_ / name).string();
+  };
+  std::string no_label = write("no_label.tsv", "sentence\tstars\ngood\t1\n");
+  expect_cli_error(base + no_label, "label");
+  std::string empty_text = write("empty_text.tsv", "sentence\tlabel\ngood film\tpos\n\tneg\n");
+  expect_cli_error(base + empty_text, "empty_text.tsv:3");
+  std::string not_utf8 = write("latin1.tsv", "sentence\tlabel\ngood\tpos\ncaf\xe9\tneg\n");
+  expect_cli_error(base + not_utf8, "latin1.tsv:3");
+  std::string unknown = write("unknown.tsv", "sentence\tlabel\ngood\tpos\nbad\tmeh\n");
+  expect_cli_error(base + train + " --dev " + unknown, "unknown.tsv:3: unknown label 'meh'");
+  expect_cli_error(base + (dir_ / "missing.tsv").string(), "missing.tsv");
+
+  // A three-label head and two-label data: a clear error, or a fresh head with --reinit-head.
+  std::string three = make_model(3, "three");
+  expect_cli_error("finetune --backend cpu --max-steps 1 --model " + three + " --output-dir " +
+                       (dir_ / "bad3").string() + " --train " + train,
+                   "--reinit-head");
+  CommandResult ok = run_engine("finetune --backend cpu --max-steps 1 --reinit-head --model " + three +
+                                " --output-dir " + (dir_ / "ok3").string() + " --train " + train);
+  EXPECT_EQ(ok.exit_code, 0) << ok.output;
+
+  // A vocabulary larger than the embeddings.
+  std::string big_vocab = make_model(2, "bigvocab", 5);
+  expect_cli_error("finetune --backend cpu --max-steps 1 --model " + big_vocab + " --output-dir " +
+                       (dir_ / "badv").string() + " --train " + train,
+                   "does not belong to this model");
+
+  // eval of a model without a trained head, and of a missing model directory.
+  fs::path bare = dir_ / "bare";
+  fs::create_directories(bare);
+  fs::copy_file(fs::path(model) / "config.json", bare / "config.json");
+  fs::copy_file(fs::path(model) / "vocab.txt", bare / "vocab.txt");
+  {
+    io::SafetensorsFile f = io::SafetensorsFile::open(model + "/model.safetensors");
+    std::vector<std::vector<float>> values;
+    std::vector<io::SafetensorsWriteEntry> entries;
+    for (const auto& t : f.tensors()) values.push_back(f.to_f32(t.name));
+    for (size_t i = 0; i < f.tensors().size(); ++i)
+      if (f.tensors()[i].name.rfind("classifier.", 0) != 0)
+        entries.push_back({f.tensors()[i].name, DType::f32, f.tensors()[i].shape, values[i].data()});
+    io::write_safetensors((bare / "model.safetensors").string(), entries);
+  }
+  expect_cli_error("eval --backend cpu --model " + bare.string() + " --data " + train, "no trained head");
+  expect_cli_error("eval --backend cpu --model " + (dir_ / "nope").string() + " --data " + train, "does not exist");
+  expect_cli_error("finetune --backend cpu --on-divergence maybe --model " + model + " --train " + train,
+                   "--on-divergence");
+}
+
+// Real SST-2 rows with the real uncased vocabulary: a tiny random model's training loss falls.
+TEST(TrainerRealData, Sst2LossFalls) {
+  fs::path data = fs::path(ENGINE_SOURCE_DIR) / "../shared/data";
+  if (!fs::exists(data / "sst2/train.tsv") || !fs::exists(data / "vocab/bert-base-uncased/vocab.txt"))
+    GTEST_SKIP() << "real data not found under " << data;
+  fs::path dir = fs::temp_directory_path() / ("engine_test_sst2_" + std::to_string(fresh_seed()));
+  fs::create_directories(dir / "model");
+  {
+    std::ifstream in(data / "sst2/train.tsv");
+    std::ofstream out(dir / "train.tsv");
+    std::string line;
+    for (int i = 0; i < 401 && std::getline(in, line); ++i) out << line << "\n";
+  }
+  BertConfig c;
+  c.vocab_size = 30522;
+  c.hidden_size = 32;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 2;
+  c.intermediate_size = 64;
+  c.max_position_embeddings = 128;
+  auto backend = make_backend("cpu");
+  BertModel m(*backend, c, ModelOptions{});
+  m.init_weights(fresh_seed());
+  SaveOptions so;
+  so.vocab_path = (data / "vocab/bert-base-uncased/vocab.txt").string();
+  save_pretrained(m, (dir / "model").string(), so);
+  FinetuneOptions o;
+  o.model_dir = (dir / "model").string();
+  o.train_file = (dir / "train.tsv").string();
+  o.output_dir = (dir / "out").string();
+  o.backend = "cpu";
+  o.learning_rate = 1e-3;
+  o.num_train_epochs = 10;
+  o.batch_size = 8;
+  o.logging_steps = 50;
+  o.data.encode.max_length = 128;
+  std::ostringstream log;
+  run_finetune(o, log);
+  SCOPED_TRACE(log.str());
+  expect_loss_falls(dir / "out/metrics.jsonl");
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace engine
