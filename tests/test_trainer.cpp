@@ -428,3 +428,24 @@ TEST(TrainerRealData, Sst2LossFalls) {
 
 }  // namespace
 }  // namespace engine
+
+namespace engine {
+namespace {
+
+// Standard input may mix single sentences and pairs: each row is encoded as what it is.
+TEST(TaskData, MixedSinglesAndPairsKeepTheirOwnShape) {
+  tokenizer::BertTokenizer tok(tokenizer::Vocab::from_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\ngood\nfilm\nbad\n"), true);
+  DataOptions options;
+  options.encode.max_length = 32;
+  TaskData d = task_data_from_lines({"good film", "good\tbad film", "bad"}, Task::classify, tok, options);
+  ASSERT_EQ(d.examples.size(), 3u);
+  EXPECT_EQ(d.examples[0].ids, (std::vector<int32_t>{2, 5, 6, 3}));
+  EXPECT_EQ(d.examples[0].type_ids, (std::vector<int32_t>{0, 0, 0, 0}));
+  EXPECT_EQ(d.examples[1].ids, (std::vector<int32_t>{2, 5, 3, 7, 6, 3}));
+  EXPECT_EQ(d.examples[1].type_ids, (std::vector<int32_t>{0, 0, 0, 1, 1, 1}));
+  EXPECT_EQ(d.examples[2].ids, (std::vector<int32_t>{2, 7, 3}));
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(d.examples[i].index, int64_t(i));
+}
+
+}  // namespace
+}  // namespace engine

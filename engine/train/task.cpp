@@ -48,20 +48,29 @@ int64_t TaskData::max_length() const {
 
 namespace {
 
-// Sentences (and pairs) through the tokenizer on several threads.
+// Sentences (and pairs) through the tokenizer on several threads. Rows with and without a second
+// text may be mixed (standard input): each group is encoded as what it is, never a single as a
+// pair with an empty second text.
 void encode_texts(const std::vector<std::string>& a, const std::vector<std::optional<std::string>>& b,
                   const tokenizer::BertTokenizer& tok, const DataOptions& options, TaskData& out) {
-  std::vector<std::string_view> va(a.begin(), a.end()), vb;
-  bool pairs = std::any_of(b.begin(), b.end(), [](const auto& x) { return x.has_value(); });
-  if (pairs) {
-    for (const auto& x : b) vb.emplace_back(x ? std::string_view(*x) : std::string_view());
-  }
-  std::vector<tokenizer::Encoding> enc = tok.encode_batch(va, vb, options.encode, options.threads);
-  out.examples.resize(enc.size());
-  for (size_t i = 0; i < enc.size(); ++i) {
-    out.examples[i].ids = std::move(enc[i].ids);
-    out.examples[i].type_ids = std::move(enc[i].type_ids);
-    out.examples[i].index = int64_t(i);
+  out.examples.resize(a.size());
+  for (bool pairs : {false, true}) {
+    std::vector<size_t> rows;
+    std::vector<std::string_view> va, vb;
+    for (size_t i = 0; i < a.size(); ++i) {
+      if (b[i].has_value() != pairs) continue;
+      rows.push_back(i);
+      va.emplace_back(a[i]);
+      if (pairs) vb.emplace_back(*b[i]);
+    }
+    if (rows.empty()) continue;
+    std::vector<tokenizer::Encoding> enc = tok.encode_batch(va, vb, options.encode, options.threads);
+    for (size_t k = 0; k < rows.size(); ++k) {
+      TokenizedExample& e = out.examples[rows[k]];
+      e.ids = std::move(enc[k].ids);
+      e.type_ids = std::move(enc[k].type_ids);
+      e.index = int64_t(rows[k]);
+    }
   }
 }
 
