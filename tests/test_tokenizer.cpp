@@ -314,15 +314,6 @@ TEST(TokenizerEncode, BatchIsDeterministicAcrossThreadCounts) {
   EXPECT_THROW(tok.encode_batch(a, {a[0]}, opt, 2), engine::Error);
 }
 
-TEST(TokenizerEncode, PackedLayout) {
-  const BertTokenizer tok(tiny_vocab(), true);
-  const PackedBatch p = pack({tok.encode("hello"), tok.encode("hello world", std::string_view("un"))});
-  EXPECT_EQ(p.cu_seqlens, (Ids{0, 3, 9}));
-  EXPECT_EQ(p.tokens, (Ids{2, 14, 3, 2, 14, 15, 3, 5, 3}));
-  EXPECT_EQ(p.token_type, (Ids{0, 0, 0, 0, 0, 0, 0, 1, 1}));
-  EXPECT_EQ(p.positions, (Ids{0, 1, 2, 0, 1, 2, 3, 4, 5}));
-}
-
 // ---- model directory and the `engine tokenize` logic ----
 
 TEST(TokenizerConfig, ReadsDoLowerCase) {

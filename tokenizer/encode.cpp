@@ -278,23 +278,4 @@ std::vector<Offset> char_offsets(std::string_view text, const std::vector<Offset
   return out;
 }
 
-PackedBatch pack(const std::vector<Encoding>& batch) {
-  PackedBatch p;
-  size_t total = 0;
-  for (const Encoding& e : batch) total += e.size();
-  p.tokens.reserve(total);
-  p.token_type.reserve(total);
-  p.positions.reserve(total);
-  p.cu_seqlens.reserve(batch.size() + 1);
-  p.cu_seqlens.push_back(0);
-  for (const Encoding& e : batch) {
-    p.tokens.insert(p.tokens.end(), e.ids.begin(), e.ids.end());
-    p.token_type.insert(p.token_type.end(), e.type_ids.begin(), e.type_ids.end());
-    for (size_t i = 0; i < e.size(); ++i) p.positions.push_back(static_cast<int32_t>(i));
-    ENGINE_CHECK(p.tokens.size() <= 0x7FFFFFFF, "packed batch too large");
-    p.cu_seqlens.push_back(static_cast<int32_t>(p.tokens.size()));
-  }
-  return p;
-}
-
 }  // namespace tokenizer

@@ -1,7 +1,7 @@
 // BERT encoding of single sentences and pairs as Hugging Face's BertTokenizer(Fast) gives it:
 // [CLS] a [SEP] or [CLS] a [SEP] b [SEP], token type ids 0 for a and 1 for b, optional truncation
 // to a maximum length, offsets of every token into its text, and batch encoding on several threads
-// with deterministic output. `pack` lays a batch out as the engine's packed (unpadded) batch.
+// with deterministic output. engine/data/batcher.h packs encodings into the engine's batches.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -84,15 +84,5 @@ std::optional<bool> read_do_lower_case(const std::string& model_dir);
 // Converts byte offsets into `text` to character offsets, the unit HF reports (code points of
 // the text as Python decodes it, an invalid byte sequence counting as one U+FFFD).
 std::vector<Offset> char_offsets(std::string_view text, const std::vector<Offset>& byte_offsets);
-
-// A batch in the engine's packed layout: sequences back to back, cu_seqlens[i] is the start of
-// sequence i (its [CLS] row) and cu_seqlens[B] = T.
-struct PackedBatch {
-  std::vector<int32_t> tokens;      // [T]
-  std::vector<int32_t> token_type;  // [T]
-  std::vector<int32_t> positions;   // [T] position within the sequence
-  std::vector<int32_t> cu_seqlens;  // [B + 1]
-};
-PackedBatch pack(const std::vector<Encoding>& batch);
 
 }  // namespace tokenizer
