@@ -254,6 +254,8 @@ void check_args(const AttentionArgs& a, const char* what) {
   ENGINE_CHECK(a.tokens * 3 * a.heads * int64_t(a.head_dim) < (int64_t(1) << 31), what,
                ": batch too large for 32-bit ragged offsets");
   ENGINE_CHECK(a.qkv && a.cu_seqlens && a.lse, what, ": null qkv, cu_seqlens or lse");
+  ENGINE_CHECK(a.sequences <= 65535, what, ": ", a.sequences,
+               " sequences (the stats conversion puts sequences on grid.y, at most 65535)");
 }
 
 void execute(const AttentionArgs& a, bool backward, cudaStream_t stream) {

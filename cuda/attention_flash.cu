@@ -750,6 +750,11 @@ void check_args(const AttentionArgs& a, const char* what) {
   ENGINE_CHECK(a.tokens * 3 * int64_t(a.heads) * a.head_dim < (int64_t(1) << 31) * 8, what,
                ": batch too large");
   ENGINE_CHECK(a.qkv && a.cu_seqlens && a.lse, what, ": null qkv, cu_seqlens or lse");
+  // Every global access is 16 bytes wide (cp.async, uint4 stores and loads); rows are multiples of 16
+  // bytes for d in {32, 64, 128}, so only the base pointers can break it (e.g. a sliced view).
+  const auto misaligned = [](const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15) != 0; };
+  ENGINE_CHECK(!misaligned(a.qkv) && !misaligned(a.out) && !misaligned(a.dout) && !misaligned(a.dqkv), what,
+               ": qkv, out, dout and dqkv must be 16-byte aligned");
 }
 
 void check_launch(const char* what) {
@@ -770,7 +775,9 @@ FlashParams make_params(const AttentionArgs& a) {
   p.scale = a.scale;
   p.scale_log2 = a.scale * kLog2e;
   p.threshold = dropout_threshold(a.dropout_p);
-  p.keep_scale = a.dropout_p < 1.f ? 1.f / (1.f - a.dropout_p) : 0.f;
+  // Rounded once from double, as engine/backend.h specifies (1.f / (1.f - p) rounds twice and can
+  // differ from the CPU reference and the other CUDA kernels by an ulp).
+  p.keep_scale = a.dropout_p < 1.f ? float(1.0 / (1.0 - double(a.dropout_p))) : 0.f;
   p.rng = a.rng;
   return p;
 }

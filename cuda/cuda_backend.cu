@@ -99,6 +99,8 @@ CudaBackend::~CudaBackend() {
 
 void* CudaBackend::scratch(size_t bytes) {
   if (bytes <= workspace_bytes_) return workspace_;
+  ENGINE_CHECK(!capturing_, "cuda backend: the workspace must grow to ", bytes,
+               " bytes inside a CUDA graph capture; run a warm-up step of this shape before capturing");
   // Growth happens in the warm-up step only; wait for work that may still use the old buffer.
   CUDA_CHECK(cudaStreamSynchronize(stream_));
   if (workspace_) CUDA_CHECK(cudaFree(workspace_));
@@ -113,6 +115,7 @@ void* CudaBackend::scratch(size_t bytes) {
 // ---- memory ----
 
 void* CudaBackend::allocate(size_t bytes) {
+  ENGINE_CHECK(!capturing_, "cuda backend: allocate() inside a CUDA graph capture");
   void* p = nullptr;
   CUDA_CHECK(cudaMalloc(&p, bytes ? bytes : 256));
   return p;
@@ -125,12 +128,14 @@ void CudaBackend::release(void* p) {
 }
 
 void CudaBackend::copy_from_host(Tensor dst, const void* src) {
+  ENGINE_CHECK(!capturing_, "cuda backend: copy_from_host() inside a CUDA graph capture (upload before capturing)");
   Check("copy_from_host").on_gpu("dst", dst);
   ENGINE_CHECK(src || dst.bytes() == 0, "copy_from_host: null source");
   if (dst.bytes()) CUDA_CHECK(cudaMemcpyAsync(dst.data, src, dst.bytes(), cudaMemcpyHostToDevice, stream_));
 }
 
 void CudaBackend::copy_to_host(void* dst, Tensor src) {
+  ENGINE_CHECK(!capturing_, "cuda backend: copy_to_host() inside a CUDA graph capture (a host sync)");
   Check("copy_to_host").on_gpu("src", src);
   ENGINE_CHECK(dst || src.bytes() == 0, "copy_to_host: null destination");
   if (src.bytes()) CUDA_CHECK(cudaMemcpyAsync(dst, src.data, src.bytes(), cudaMemcpyDeviceToHost, stream_));
@@ -147,7 +152,10 @@ void CudaBackend::copy(Tensor dst, Tensor src) {
     CUDA_CHECK(cudaMemcpyAsync(dst.data, src.data, dst.bytes(), cudaMemcpyDeviceToDevice, stream_));
 }
 
-void CudaBackend::synchronize() { CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+void CudaBackend::synchronize() {
+  ENGINE_CHECK(!capturing_, "cuda backend: synchronize() inside a CUDA graph capture");
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
 
 void CudaBackend::range_push(const char* name) { nvtxRangePushA(name); }
 void CudaBackend::range_pop() { nvtxRangePop(); }
@@ -367,6 +375,7 @@ void CudaBackend::linear_forward(Tensor y, Tensor x, Tensor w, Tensor b, Activat
     return;
   }
   cuda::linear_forward(*blas_, act, pre.data, x.data, w.data, b.data, N, in, out, bias_epilogue, nullptr, stream_);
+  op_piece("gelu");
   cuda::gelu_forward(act, y.data, pre.data, N * out, stream_);
 }
 
@@ -399,6 +408,7 @@ void CudaBackend::linear_backward_dx(Tensor dx, Tensor dy, Tensor w, bool accumu
     return;
   }
   cuda::linear_backward_dx(*blas_, act, dx.data, dy.data, w.data, N, in, out, accumulate, nullptr, stream_);
+  if (gelu) op_piece("gelu");
   if (gelu) cuda::gelu_backward_inplace(act, dx.data, pre_of_x.data, N * in, stream_);
 }
 

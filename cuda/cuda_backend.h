@@ -74,6 +74,19 @@ class CudaBackend final : public Backend {
   void adamw(Tensor params, Tensor grads, Tensor m, Tensor v, Tensor working, Tensor norm,
              const AdamWArgs& args) override;
 
+  // Measurement (cuda/cuda_measure.cu): CUDA-event timers, CUDA-graph capture of the stream,
+  // cudaProfilerStart/Stop, the device's name and memory in use, and datasheet peaks by name.
+  std::unique_ptr<StepTimer> make_timer(int marks) override;
+  bool can_capture() const override { return true; }
+  void begin_capture() override;
+  std::unique_ptr<CapturedWork> end_capture() override;
+  void profiler_start() override;
+  void profiler_stop() override;
+  std::string device_label() const override;
+  int64_t device_bytes_in_use() const override;
+  size_t scratch_bytes() const override;
+  double peak_tflops(DType act) const override;
+
   // ---- for tests, benches and the step bench ----
   cudaStream_t stream() const { return stream_; }
   cuda::CublasLt& blas() { return *blas_; }
@@ -97,6 +110,7 @@ class CudaBackend final : public Backend {
   size_t workspace_bytes_ = 0;
   int workspace_growths_ = 0;
   bool gelu_epilogue_ = false;
+  bool capturing_ = false;
 };
 
 }  // namespace engine

@@ -47,6 +47,38 @@ struct AdamWArgs {
   float max_grad_norm = 0.f;  // <= 0: no clipping
 };
 
+// ---- measurement (the step bench in engine/perf/ and profilers) ----
+
+// Timestamps taken in a backend's stream order: mark(i) records timestamp i once all work queued
+// before it has run (a CUDA event on the stream; on the CPU, whose ops run synchronously, the host
+// clock). elapsed_ms(a, b) waits for mark b and returns b - a in milliseconds. All marks are made
+// when the timer is, so timing allocates nothing inside the timed region.
+class StepTimer {
+ public:
+  virtual ~StepTimer() = default;
+  virtual int size() const = 0;
+  virtual void mark(int i) = 0;
+  virtual double elapsed_ms(int a, int b) = 0;
+};
+
+// Work recorded once (a CUDA graph) and replayed on the backend's stream with the same kernel
+// arguments and buffer addresses: new data is picked up only through the buffers' contents.
+class CapturedWork {
+ public:
+  virtual ~CapturedWork() = default;
+  virtual void replay() = 0;
+};
+
+// Told where an op that runs pieces of different kinds (a matrix product, then a GELU) passes from
+// one piece to the next, so that the step bench's per-op breakdown can charge each piece to its
+// kind. Set with Backend::set_op_piece_listener; nothing is called when none is set.
+class OpPieceListener {
+ public:
+  virtual ~OpPieceListener() = default;
+  // The work queued from here to the end of the op (or to the next piece) is `piece` ("gelu").
+  virtual void on_op_piece(const char* piece) = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -71,6 +103,30 @@ class Backend {
   // Profiler ranges (NVTX on the GPU, nothing on the CPU): the timeline reads like the model.
   virtual void range_push(const char* /*name*/) {}
   virtual void range_pop() {}
+
+  // ---- measurement: timing, work capture, profiler brackets, memory (engine/perf/) ----
+  // A timer of `marks` timestamps. Default (engine/cpu/timing.cpp): synchronize(), then the host's
+  // steady clock; right for any backend whose synchronize() waits for all of its work.
+  virtual std::unique_ptr<StepTimer> make_timer(int marks);
+  // Work capture (CUDA graphs). Between begin_capture() and end_capture() ops are recorded, not
+  // run. Nothing may synchronize, copy to the host or allocate in between, so capture only after
+  // a warm-up step has grown the workspace. Host copies (set_batch) belong before the capture.
+  // Default: not supported; begin_capture() and end_capture() throw engine::Error.
+  virtual bool can_capture() const { return false; }
+  virtual void begin_capture();
+  virtual std::unique_ptr<CapturedWork> end_capture();
+  // Bracket for profilers that capture a range (cudaProfilerStart/Stop, so that
+  // `nsys profile --capture-range=cudaProfilerApi` records exactly the steps in between).
+  virtual void profiler_start() {}
+  virtual void profiler_stop() {}
+  // For reports: the device's name ("NVIDIA H100 80GB HBM3"; default name()), bytes in use on it
+  // by every process and context (total - free; -1 when unknown), and the bytes of scratch the
+  // backend owns beside the arenas (workspaces).
+  virtual std::string device_label() const { return name(); }
+  virtual int64_t device_bytes_in_use() const { return -1; }
+  virtual size_t scratch_bytes() const { return 0; }
+  // Where ops report their pieces (see OpPieceListener); nullptr: nobody listens (the default).
+  void set_op_piece_listener(OpPieceListener* listener) { piece_listener_ = listener; }
 
   // ---- elementwise helpers ----
   virtual void fill(Tensor x, float value) = 0;   // any float dtype; i32 gets int(value)
@@ -152,6 +208,15 @@ class Backend {
   // When `working` is non-empty (a bf16 copy the forward pass reads) it is rewritten in the same pass.
   virtual void adamw(Tensor params, Tensor grads, Tensor m, Tensor v, Tensor working, Tensor norm,
                      const AdamWArgs& args) = 0;
+
+ protected:
+  // Implementations call this inside an op where a piece of another kind begins (see above).
+  void op_piece(const char* piece) {
+    if (piece_listener_) piece_listener_->on_op_piece(piece);
+  }
+
+ private:
+  OpPieceListener* piece_listener_ = nullptr;
 };
 
 // Choices a backend may offer. The CPU backend has one attention and ignores them.

@@ -11,5 +11,6 @@ void add_finetune_command(CLI::App& app);  // cmd_finetune.cpp
 void add_tokenize_command(CLI::App& app);  // cmd_tokenize.cpp
 void add_eval_command(CLI::App& app);      // cmd_eval_predict.cpp
 void add_predict_command(CLI::App& app);   // cmd_eval_predict.cpp
+void add_bench_command(CLI::App& app);     // cmd_bench.cpp
 
 }  // namespace engine::cli

@@ -50,6 +50,7 @@ void CpuBackend::linear_forward(Tensor y, Tensor x, Tensor w, Tensor b, Activati
   c.shape("pre", pre, {N, out});
   c.that(pre.data != x.data || N == 0, "pre and x must be different buffers");
   cpu::gemm_nt(pre.as<float>(), x.as<const float>(), w.as<const float>(), bias, N, out, in, false);
+  op_piece("gelu");
   for (int64_t i = 0; i < N * out; ++i) y.as<float>()[i] = cpu::gelu(pre.as<const float>()[i]);
 }
 
@@ -79,6 +80,7 @@ void CpuBackend::linear_backward_dx(Tensor dx, Tensor dy, Tensor w, bool accumul
   float* wt = scratch(size_t(in * out), 0);
   cpu::transpose(wt, w.as<const float>(), out, in);
   cpu::gemm_nt(dx.as<float>(), dy.as<const float>(), wt, nullptr, N, in, out, accumulate);
+  if (act_of_x == Activation::gelu) op_piece("gelu");
   if (act_of_x == Activation::gelu)
     for (int64_t i = 0; i < N * in; ++i) dx.as<float>()[i] *= cpu::gelu_grad(pre_of_x.as<const float>()[i]);
 }

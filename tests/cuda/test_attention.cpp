@@ -83,10 +83,13 @@ std::vector<float> random_bf16_values(size_t n, std::mt19937_64& gen) {
   return x;
 }
 
-// max |got - ref| over [begin, end) columns of each row of width `width`, divided by max |ref|.
-// Any non-finite got value gives +inf (NaN never passes).
+// max |got - ref| over [begin, end) columns of each row of width `width`, divided by
+// max(max |ref|, floor). Any non-finite got value gives +inf (NaN never passes).
+// The floor matters where the reference is zero in exact arithmetic: a length-1 sequence has
+// dQ = dK = 0 (softmax over one key), which the CPU gets as ~1e-8 and the GPU as ~1e-6 (its D =
+// rowsum(dO * O) and dP are summed in different orders), a relative error of ~100 without it.
 double rel_error(const std::vector<float>& got, const std::vector<float>& ref, int64_t rows, int64_t width,
-                 int64_t col0, int64_t cols, int64_t* bad = nullptr) {
+                 int64_t col0, int64_t cols, int64_t* bad = nullptr, double floor = 1e-20) {
   double max_ref = 0, max_err = 0;
   int64_t nonfinite = 0;
   for (int64_t r = 0; r < rows; ++r)
@@ -101,7 +104,7 @@ double rel_error(const std::vector<float>& got, const std::vector<float>& ref, i
     }
   if (bad) *bad = nonfinite;
   if (nonfinite) return std::numeric_limits<double>::infinity();
-  return max_err / std::max(max_ref, 1e-20);
+  return max_err / std::max(max_ref, floor);
 }
 
 struct Problem {
@@ -240,7 +243,8 @@ void expect_close(const GpuResult& g, const CpuResult& c, const Problem& pr, boo
   if (!backward) return;
   const char* names[3] = {"dQ", "dK", "dV"};
   for (int part = 0; part < 3; ++part) {
-    const double e = rel_error(g.dqkv, c.dqkv, pr.T, 3 * pr.H, part * pr.H, pr.H, &bad);
+    // Inputs are N(0, 1), so gradients of a real sequence are far above 1e-2 at their maximum.
+    const double e = rel_error(g.dqkv, c.dqkv, pr.T, 3 * pr.H, part * pr.H, pr.H, &bad, 1e-2);
     EXPECT_LE(e, 2e-2) << describe(pr) << ": " << names[part] << ", " << bad << " non-finite";
   }
 }
@@ -262,6 +266,7 @@ std::vector<Case> all_cases() {
       const std::string tail = "_d" + std::to_string(d) + (p > 0 ? "_drop" : "_nodrop");
       for (int l : singles) cases.push_back({"len" + std::to_string(l) + tail, {l}, d, p});
       cases.push_back({"mixed" + tail, {129, 1, 512, 7, 64, 384, 127, 128, 1}, d, p});
+      cases.push_back({"empty" + tail, {0, 65, 0, 3, 0}, d, p});  // zero-length sequences write nothing
     }
   return cases;
 }

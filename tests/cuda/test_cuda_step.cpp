@@ -51,13 +51,13 @@ PackedBatch random_batch(std::mt19937_64& rng, const BertConfig& c) {
   return pack_batch(examples, positions);
 }
 
-struct Setup {
+struct StepRun {
   std::unique_ptr<Backend> backend;
   std::unique_ptr<BertModel> model;
 };
 
-Setup make(const std::string& backend, DType act, const std::string& attention, uint64_t seed) {
-  Setup s;
+StepRun make(const std::string& backend, DType act, const std::string& attention, uint64_t seed) {
+  StepRun s;
   BackendOptions bo;
   bo.attention = attention;
   s.backend = make_backend(backend, bo);
@@ -86,7 +86,7 @@ void compare_step(DType act, const std::string& attention, double logits_tol, do
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
   PackedBatch batch = random_batch(rng, tiny_config());
-  Setup cpu = make("cpu", DType::f32, "simple", seed), gpu = make("cuda", act, attention, seed);
+  StepRun cpu = make("cpu", DType::f32, "simple", seed), gpu = make("cuda", act, attention, seed);
   if (act == DType::bf16) {
     // The CPU runs on the same bf16-rounded weights the GPU computes with.
     for (const ParamInfo& p : cpu.model->params().list()) {
@@ -98,7 +98,7 @@ void compare_step(DType act, const std::string& attention, double logits_tol, do
     }
   }
   const uint64_t dropout_seed = rng();
-  for (Setup* s : {&cpu, &gpu}) {
+  for (StepRun* s : {&cpu, &gpu}) {
     s->model->set_batch(batch);
     s->model->zero_grads();
     s->model->forward(Pass::train, dropout_seed);
@@ -122,7 +122,7 @@ TEST(CudaStep, Fp32MatchesCpu) { compare_step(DType::f32, "simple", 5e-5, 1e-4);
 TEST(CudaStep, Bf16FlashWithinTolerance) { compare_step(DType::bf16, "flash", 3e-2, 6e-2); }
 TEST(CudaStep, Bf16SimpleAttentionWithinTolerance) { compare_step(DType::bf16, "simple", 3e-2, 6e-2); }
 
-std::vector<float> train_losses(Setup& s, const std::vector<PackedBatch>& batches, uint64_t seed) {
+std::vector<float> train_losses(StepRun& s, const std::vector<PackedBatch>& batches, uint64_t seed) {
   Optimizer opt(*s.backend, s.model->params(), AdamWConfig{});
   std::vector<float> losses;
   for (size_t step = 0; step < batches.size(); ++step) {
@@ -144,7 +144,7 @@ TEST(CudaStep, TenBf16StepsFollowTheFp32LossCurve) {
   std::mt19937_64 rng(seed);
   std::vector<PackedBatch> batches;
   for (int i = 0; i < 10; ++i) batches.push_back(random_batch(rng, tiny_config()));
-  Setup f32 = make("cuda", DType::f32, "simple", seed), bf16 = make("cuda", DType::bf16, "flash", seed);
+  StepRun f32 = make("cuda", DType::f32, "simple", seed), bf16 = make("cuda", DType::bf16, "flash", seed);
   std::vector<float> a = train_losses(f32, batches, seed), b = train_losses(bf16, batches, seed);
   for (size_t i = 0; i < a.size(); ++i) {
     ASSERT_TRUE(std::isfinite(b[i])) << "step " << i;
@@ -161,7 +161,7 @@ TEST(CudaStep, TwentyStepsAreBitwiseDeterministic) {
   for (int i = 0; i < 20; ++i) batches.push_back(random_batch(rng, tiny_config()));
   std::vector<float> params[2];
   for (int run = 0; run < 2; ++run) {
-    Setup s = make("cuda", DType::bf16, "flash", seed);
+    StepRun s = make("cuda", DType::bf16, "flash", seed);
     train_losses(s, batches, seed);
     params[run] = s.model->params().master_host(*s.backend);
   }
