@@ -13,6 +13,7 @@
 // An id outside its table gives a NaN row in forward (visible, never an out-of-bounds read) and
 // is skipped in backward.
 #include <algorithm>
+#include <initializer_list>
 #include <cub/device/device_radix_sort.cuh>
 
 #include "cuda/common.cuh"
@@ -147,7 +148,15 @@ struct BackwardScratch {
 
 size_t align256(size_t n) { return (n + 255) / 256 * 256; }
 
-BackwardScratch carve(void* base, int64_t T, int64_t H, int64_t type_rows) {
+// Rows of the largest table that takes the dense path (0 if none does): any of the three may.
+int64_t dense_rows(int64_t word_rows, int64_t pos_rows, int64_t type_rows) {
+  int64_t rows = 0;
+  for (int64_t r : {word_rows, pos_rows, type_rows})
+    if (r <= kDenseTableRows && r > rows) rows = r;
+  return rows;
+}
+
+BackwardScratch carve(void* base, int64_t T, int64_t H, int64_t dense_table_rows) {
   BackwardScratch s{};
   char* p = static_cast<char*>(base);
   size_t off = 0;
@@ -159,7 +168,7 @@ BackwardScratch carve(void* base, int64_t T, int64_t H, int64_t type_rows) {
   s.ds = reinterpret_cast<float*>(take(size_t(T * H) * sizeof(float)));
   const size_t ln_partials = layernorm_backward_scratch_bytes(T, H);
   const size_t dense_partials =
-      size_t(ceil_div(T, kDenseChunkTokens)) * size_t(type_rows <= kDenseTableRows ? type_rows : 0) * H * sizeof(float);
+      size_t(ceil_div(T, kDenseChunkTokens)) * size_t(dense_table_rows) * size_t(H) * sizeof(float);
   s.partials = reinterpret_cast<float*>(take(ln_partials > dense_partials ? ln_partials : dense_partials));
   s.sorted_ids = reinterpret_cast<uint32_t*>(take(size_t(T) * 4));
   s.tokens = reinterpret_cast<int32_t*>(take(size_t(T) * 4));
@@ -185,7 +194,7 @@ void table_backward(float* table, int64_t rows, const int32_t* ids, const Backwa
   CUDA_CHECK(cub::DeviceRadixSort::SortPairs(s.sort_temp, temp_bytes, reinterpret_cast<const uint32_t*>(ids),
                                              s.sorted_ids, s.tokens, s.sorted_tokens, int(T), 0,
                                              sort_bits(rows), stream));
-  const bool vec = H % 4 == 0;
+  const bool vec = H % 4 == 0 && aligned_to(table, 16);  // ds rows are (scratch is 256-aligned)
   const int threads = int(std::min<int64_t>(256, ceil_div(ceil_div(H, vec ? 4 : 1), kWarp) * kWarp));
   if (vec)
     run_sum_kernel<4><<<unsigned(T), threads, 0, stream>>>(table, rows, s.ds, s.sorted_ids, s.sorted_tokens, T, int(H));
@@ -230,8 +239,9 @@ void embeddings_forward(DType act, void* y, void* s, float* mean, float* rstd, c
             static_cast<const float*>(beta), T, H, eps, stream);
 }
 
-size_t embeddings_backward_scratch_bytes(int64_t T, int64_t H, int64_t, int64_t, int64_t type_rows) {
-  return carve(nullptr, T, H, type_rows).total;
+size_t embeddings_backward_scratch_bytes(int64_t T, int64_t H, int64_t word_rows, int64_t pos_rows,
+                                         int64_t type_rows) {
+  return carve(nullptr, T, H, dense_rows(word_rows, pos_rows, type_rows)).total;
 }
 
 void embeddings_backward(DType act, float* dword, int64_t word_rows, float* dpos, int64_t pos_rows, float* dtype,
@@ -240,7 +250,7 @@ void embeddings_backward(DType act, float* dword, int64_t word_rows, float* dpos
                          const int32_t* pos_ids, const int32_t* type_ids, int64_t T, int64_t H, void* scratch,
                          size_t scratch_bytes, cudaStream_t stream) {
   if (T == 0) return;
-  BackwardScratch sc = carve(scratch, T, H, type_rows);
+  BackwardScratch sc = carve(scratch, T, H, dense_rows(word_rows, pos_rows, type_rows));
   ENGINE_CHECK(sc.total <= scratch_bytes, "embeddings_backward: scratch of ", scratch_bytes, " bytes, needs ",
                sc.total);
   layernorm_backward_f32_ds(act, sc.ds, dgamma, dbeta, dy, s, mean, rstd, gamma, T, H, sc.partials, stream);

@@ -50,6 +50,15 @@ void set_attr(cublasLtMatmulDesc_t desc, cublasLtMatmulDescAttributes_t attr, co
   CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, attr, &value, sizeof(value)));
 }
 
+// The bias and aux pointers of g's epilogue (set per call: a plan serves any pointers of its key's
+// alignments).
+void set_epilogue_pointers(cublasLtMatmulDesc_t desc, const Gemm& g) {
+  if (g.epilogue == Epilogue::bias || g.epilogue == Epilogue::gelu_aux_bias || g.epilogue == Epilogue::bgradb)
+    set_attr(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, g.bias);
+  if (g.epilogue == Epilogue::gelu_aux_bias || g.epilogue == Epilogue::dgelu)
+    set_attr(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, static_cast<const void*>(g.aux));
+}
+
 }  // namespace
 
 CublasLt::CublasLt() {
@@ -94,6 +103,9 @@ CublasLt::Plan& CublasLt::plan(const Gemm& g) {
   }
   if (g.epilogue == Epilogue::gelu_aux_bias || g.epilogue == Epilogue::dgelu)
     set_attr(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, int64_t(g.ld_aux));
+  // The heuristic reads the bias / aux pointer values to infer their alignment (cublasLt.h, the
+  // BIAS_POINTER and EPILOGUE_AUX_POINTER notes); left NULL they would look perfectly aligned.
+  set_epilogue_pointers(p.desc, g);
   const cudaDataType_t ab = cuda_type(g.ab_dtype), dt = cuda_type(g.d_dtype);
   // Stored shapes: op(A) is m x k, so A is k x m when transposed.
   CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, ab, g.trans_a ? g.k : g.m, g.trans_a ? g.m : g.k, g.lda));
@@ -126,10 +138,7 @@ void CublasLt::run(const Gemm& g, cudaStream_t stream) {
   Plan& p = plan(g);
   ENGINE_CHECK(p.found, "cuBLASLt has no algorithm for this product (m=", g.m, " n=", g.n, " k=", g.k, ", ",
                dtype_name(g.ab_dtype), " -> ", dtype_name(g.d_dtype), ", epilogue ", int(g.epilogue), ")");
-  if (g.epilogue == Epilogue::bias || g.epilogue == Epilogue::gelu_aux_bias || g.epilogue == Epilogue::bgradb)
-    set_attr(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, g.bias);
-  if (g.epilogue == Epilogue::gelu_aux_bias || g.epilogue == Epilogue::dgelu)
-    set_attr(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, static_cast<const void*>(g.aux));
+  set_epilogue_pointers(p.desc, g);
   CUBLAS_CHECK(cublasLtMatmul(handle_, p.desc, &g.alpha, g.a, p.a, g.b, p.b, &g.beta, g.d, p.d, g.d, p.d, &p.algo,
                               workspace_, kWorkspaceBytes, stream));
 }

@@ -306,6 +306,8 @@ class Bench {
 
   // Graphs.
   std::map<ShapeKey, std::unique_ptr<CapturedWork>> graphs_by_shape_;
+  size_t captured_scratch_ = 0;  // workspace size the cached graphs were captured with
+  void drop_stale_graphs();
   std::map<ShapeKey, bool> eager_shapes_;  // shapes already run eagerly (workspace grown)
   int captures_ = 0, replays_ = 0, hits_ = 0, fallbacks_ = 0;
 
@@ -448,7 +450,16 @@ void Bench::eager_step(const PackedBatch& batch, uint64_t seed) {
   step_ops(seed);
 }
 
+// A graph holds the backend workspace's address; an eager step of a larger shape may have grown
+// (reallocated) it since, and replaying an older graph would then touch freed memory.
+void Bench::drop_stale_graphs() {
+  if (backend_->scratch_bytes() == captured_scratch_) return;
+  graphs_by_shape_.clear();
+  captured_scratch_ = backend_->scratch_bytes();
+}
+
 void Bench::graph_step(size_t index, uint64_t seed) {
+  drop_stale_graphs();
   const bool padded = !padded_.empty();
   const PackedBatch& batch = padded ? padded_[index].batch.packed : batches_[index].packed;
   const ShapeKey key = padded ? padded_[index].key : ShapeKey{batch.tokens, batch.sequences, batch.max_seqlen};
@@ -463,6 +474,7 @@ void Bench::graph_step(size_t index, uint64_t seed) {
     if (!eager_shapes_[key]) {  // grow the workspace and plan the products for this shape first
       eager_step(shape_batch, seed);
       eager_shapes_[key] = true;
+      drop_stale_graphs();
     }
     model_->set_batch(shape_batch);  // uploads stay outside the capture
     Backend& be = *backend_;

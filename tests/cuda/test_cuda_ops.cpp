@@ -524,6 +524,74 @@ TEST(CudaOps, GlobalNormAndAdamW) {
       }
 }
 
+// Views that start one element past an aligned address (what a slice of a flat buffer can give)
+// must take the scalar / less-aligned paths: the embedding-table gradient and the cuBLASLt bias.
+// Values rounded to `dtype` on both sides, as Env::make.
+Both make_unaligned(Env& env, DType dtype, std::initializer_list<int64_t> dims, std::vector<float> values) {
+  Both b{env.cpu_tensor(DType::f32, dims), Tensor{}};
+  Tensor backing = env.gpu_tensor(dtype, {b.cpu.numel() + 1});
+  b.gpu = Tensor(static_cast<char*>(backing.data) + dtype_size(dtype), dtype, Device::cuda, dims);
+  for (float& v : values) v = round_as(dtype, v);
+  std::memcpy(b.cpu.data, values.data(), values.size() * 4);
+  env.upload(b.gpu, values);
+  return b;
+}
+
+TEST(CudaOps, UnalignedViews) {
+  REQUIRE_GPU();
+  Env env;
+  for (DType act : kActs) {
+    const int64_t N = 7, in = 64, out = 384, T = 129, H = 768, vocab = 300;
+    const std::string what = dtype_name(act);
+    Both x = env.make(act, {N, in}, env.randn(N * in)), w = env.make(act, {out, in}, env.randn(out * in, 0.125f));
+    Both b = make_unaligned(env, act, {out}, env.randn(out));
+    Both y = env.out(act, {N, out});
+    env.cpu().linear_forward(y.cpu, x.cpu, w.cpu, b.cpu, Activation::none, Tensor{});
+    env.gpu().linear_forward(y.gpu, x.gpu, w.gpu, b.gpu, Activation::none, Tensor{});
+    env.expect_close(y, tol(act), "linear fwd, unaligned bias " + what);
+
+    Both ids = env.make_i32({T}, env.randint(T, 0, int32_t(vocab)));
+    Both pos_ids = env.make_i32({T}, env.randint(T, 0, 512)), type_ids = env.make_i32({T}, env.randint(T, 0, 2));
+    Both dy = env.make(act, {T, H}, env.randn(T * H)), s = env.make(act, {T, H}, env.randn(T * H));
+    Both mean = env.make(DType::f32, {T}, env.randn(T)), rstd = env.make(DType::f32, {T}, env.randn(T));
+    Both gamma = env.make(act, {H}, env.randn(H));
+    Both dword = make_unaligned(env, DType::f32, {vocab, H}, env.randn(vocab * H));
+    Both dpos = env.make(DType::f32, {512, H}, env.randn(512 * H)), dtype = env.make(DType::f32, {2, H}, env.randn(2 * H));
+    Both dgamma = env.make(DType::f32, {H}, env.randn(H)), dbeta = env.make(DType::f32, {H}, env.randn(H));
+    env.cpu().embeddings_backward(dword.cpu, dpos.cpu, dtype.cpu, dgamma.cpu, dbeta.cpu, dy.cpu, s.cpu, mean.cpu,
+                                  rstd.cpu, gamma.cpu, ids.cpu, pos_ids.cpu, type_ids.cpu);
+    env.gpu().embeddings_backward(dword.gpu, dpos.gpu, dtype.gpu, dgamma.gpu, dbeta.gpu, dy.gpu, s.gpu, mean.gpu,
+                                  rstd.gpu, gamma.gpu, ids.gpu, pos_ids.gpu, type_ids.gpu);
+    env.expect_close(dword, tol(act), "emb bwd dword, unaligned table " + what);
+  }
+}
+
+// Any of the three tables may be small enough for the dense path (here the position table), and its
+// partials must fit the scratch at a T where they outgrow the layernorm partials.
+TEST(CudaOps, EmbeddingsBackwardSmallPositionTable) {
+  REQUIRE_GPU();
+  Env env;
+  const int64_t T = 16381, H = 1024, vocab = 300, max_pos = 8;
+  const DType act = DType::bf16;
+  Both ids = env.make_i32({T}, env.randint(T, 0, int32_t(vocab)));
+  Both pos_ids = env.make_i32({T}, env.randint(T, 0, int32_t(max_pos)));
+  Both type_ids = env.make_i32({T}, env.randint(T, 0, 2));
+  Both dy = env.make(act, {T, H}, env.randn(T * H)), s = env.make(act, {T, H}, env.randn(T * H));
+  Both mean = env.make(DType::f32, {T}, env.randn(T)), rstd = env.make(DType::f32, {T}, env.randn(T));
+  Both gamma = env.make(act, {H}, env.randn(H));
+  Both dword = env.make(DType::f32, {vocab, H}, env.randn(vocab * H));
+  Both dpos = env.make(DType::f32, {max_pos, H}, env.randn(max_pos * H));
+  Both dtype = env.make(DType::f32, {2, H}, env.randn(2 * H));
+  Both dgamma = env.make(DType::f32, {H}, env.randn(H)), dbeta = env.make(DType::f32, {H}, env.randn(H));
+  env.cpu().embeddings_backward(dword.cpu, dpos.cpu, dtype.cpu, dgamma.cpu, dbeta.cpu, dy.cpu, s.cpu, mean.cpu,
+                                rstd.cpu, gamma.cpu, ids.cpu, pos_ids.cpu, type_ids.cpu);
+  env.gpu().embeddings_backward(dword.gpu, dpos.gpu, dtype.gpu, dgamma.gpu, dbeta.gpu, dy.gpu, s.gpu, mean.gpu,
+                                rstd.gpu, gamma.gpu, ids.gpu, pos_ids.gpu, type_ids.gpu);
+  env.expect_close(dword, tol(act), "emb bwd dword");
+  env.expect_close(dpos, tol(act), "emb bwd dpos (dense path)");
+  env.expect_close(dtype, tol(act), "emb bwd dtype (dense path)");
+}
+
 // ---- determinism: the same inputs give the same bits ----
 
 TEST(CudaDeterminism, EmbeddingsBackward) {
