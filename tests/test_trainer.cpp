@@ -383,18 +383,24 @@ TEST_F(Trainer, BadInputIsAClearErrorWithNonZeroExit) {
                    "--on-divergence");
 }
 
-// Real SST-2 rows with the real uncased vocabulary: a tiny random model's training loss falls.
-TEST(TrainerRealData, Sst2LossFalls) {
+// Real rows from ../shared/data with the real uncased vocabulary, one test per task: a tiny random
+// model's training loss falls. `lines` is how many lines of the file to train on (a CoNLL cut
+// ends at a blank line).
+void real_data_loss_falls(const std::string& task, const std::string& file, int lines) {
   fs::path data = fs::path(ENGINE_SOURCE_DIR) / "../shared/data";
-  if (!fs::exists(data / "sst2/train.tsv") || !fs::exists(data / "vocab/bert-base-uncased/vocab.txt"))
+  if (!fs::exists(data / file) || !fs::exists(data / "vocab/bert-base-uncased/vocab.txt"))
     GTEST_SKIP() << "real data not found under " << data;
-  fs::path dir = fs::temp_directory_path() / ("engine_test_sst2_" + std::to_string(fresh_seed()));
+  fs::path dir = fs::temp_directory_path() / ("engine_test_real_" + std::to_string(fresh_seed()));
   fs::create_directories(dir / "model");
+  const std::string train = (dir / fs::path(file).filename()).string();
   {
-    std::ifstream in(data / "sst2/train.tsv");
-    std::ofstream out(dir / "train.tsv");
+    std::ifstream in(data / file);
+    std::ofstream out(train);
     std::string line;
-    for (int i = 0; i < 401 && std::getline(in, line); ++i) out << line << "\n";
+    for (int i = 0; std::getline(in, line); ++i) {
+      if (i >= lines && (task != "tokens" || line.empty())) break;
+      out << line << "\n";
+    }
   }
   BertConfig c;
   c.vocab_size = 30522;
@@ -403,17 +409,20 @@ TEST(TrainerRealData, Sst2LossFalls) {
   c.num_attention_heads = 2;
   c.intermediate_size = 64;
   c.max_position_embeddings = 128;
+  c.num_labels = task == "regress" ? 1 : 2;
   auto backend = make_backend("cpu");
-  BertModel m(*backend, c, ModelOptions{});
+  BertModel m(*backend, c, ModelOptions{task == "tokens" ? Head::token_classification : Head::sequence_classification});
   m.init_weights(fresh_seed());
   SaveOptions so;
   so.vocab_path = (data / "vocab/bert-base-uncased/vocab.txt").string();
   save_pretrained(m, (dir / "model").string(), so);
   FinetuneOptions o;
+  o.task = task;
   o.model_dir = (dir / "model").string();
-  o.train_file = (dir / "train.tsv").string();
+  o.train_file = train;
   o.output_dir = (dir / "out").string();
   o.backend = "cpu";
+  o.reinit_head = true;
   o.learning_rate = 1e-3;
   o.num_train_epochs = 10;
   o.batch_size = 8;
@@ -425,6 +434,11 @@ TEST(TrainerRealData, Sst2LossFalls) {
   expect_loss_falls(dir / "out/metrics.jsonl");
   fs::remove_all(dir);
 }
+
+TEST(TrainerRealData, Sst2ClassifyLossFalls) { real_data_loss_falls("classify", "sst2/train.tsv", 401); }
+TEST(TrainerRealData, MrpcPairsLossFalls) { real_data_loss_falls("classify", "mrpc/train.tsv", 201); }
+TEST(TrainerRealData, StsbRegressionLossFalls) { real_data_loss_falls("regress", "stsb/train.tsv", 201); }
+TEST(TrainerRealData, Conll2003TokensLossFalls) { real_data_loss_falls("tokens", "conll2003/train.txt", 2000); }
 
 }  // namespace
 }  // namespace engine
