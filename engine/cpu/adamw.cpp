@@ -12,18 +12,13 @@
 #include <cmath>
 
 #include "engine/bf16.h"
-#include "engine/cpu/checks.h"
 #include "engine/cpu/cpu_backend.h"
+#include "engine/op_checks.h"
 
 namespace engine {
 
-using cpu::OpCheck;
-
 void CpuBackend::global_norm(Tensor norm, Tensor grads) {
-  OpCheck c("global_norm");
-  c.dtype("grads", grads, DType::f32);
-  c.dtype("norm", norm, DType::f32);
-  c.numel("norm", norm, 1);
+  check_global_norm(OpCheck("global_norm", *this), norm, grads);
   double sum = 0;
   for (int64_t i = 0; i < grads.numel(); ++i) sum += double(grads.as<const float>()[i]) * grads.as<const float>()[i];
   norm.as<float>()[0] = float(std::sqrt(sum));
@@ -31,28 +26,10 @@ void CpuBackend::global_norm(Tensor norm, Tensor grads) {
 
 void CpuBackend::adamw(Tensor params, Tensor grads, Tensor m, Tensor v, Tensor working, Tensor norm,
                        const AdamWArgs& args) {
-  OpCheck c("adamw");
-  const int64_t n = params.numel();
-  for (auto [name, t] : {std::pair{"params", params}, {"grads", grads}, {"m", m}, {"v", v}}) {
-    c.dtype(name, t, DType::f32);
-    c.numel(name, t, n);
-  }
-  if (!working.empty()) {
-    c.on_cpu("working", working);
-    c.that(working.dtype != DType::i32, "working is ", working.str(), ", expected f32, bf16 or f16");
-    c.numel("working", working, n);
-  }
-  c.that(args.step >= 1, "step ", args.step, " must be >= 1 (bias correction is 1-based)");
-  c.that(args.decay_end >= 0 && args.decay_end <= n, "decay_end ", args.decay_end, " is outside [0, ", n, "]");
-  c.that(std::isfinite(args.lr) && std::isfinite(args.eps) && std::isfinite(args.weight_decay),
-         "lr, eps and weight_decay must be finite");
-  c.that(args.beta1 >= 0.f && args.beta1 < 1.f && args.beta2 >= 0.f && args.beta2 < 1.f, "betas (", args.beta1,
-         ", ", args.beta2, ") must lie in [0, 1)");
+  const int64_t n = check_adamw(OpCheck("adamw", *this), params, grads, m, v, working, norm, args);
 
   float clip = 1.f;
   if (args.max_grad_norm > 0.f) {
-    c.dtype("norm", norm, DType::f32);
-    c.numel("norm", norm, 1);
     // torch.nn.utils.clip_grad_norm_: coefficient computed in f32, clamped to 1.
     float coef = args.max_grad_norm / (norm.as<const float>()[0] + 1e-6f);
     clip = std::min(1.0f, coef);

@@ -11,45 +11,34 @@
 #include <cmath>
 #include <vector>
 
-#include "engine/cpu/checks.h"
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cpu/kernels.h"
+#include "engine/op_checks.h"
 
 namespace engine {
 
-using cpu::OpCheck;
-
 namespace {
 
-struct AttentionShape {
+// The checked sizes plus the host prefix sums the loops walk.
+struct Packed {
   int64_t T, H, heads, d, B;
   const int32_t* cu;  // host prefix sums [B + 1]
 };
 
-AttentionShape check_attention(const OpCheck& c, Tensor qkv, Tensor cu_seqlens, const BatchShape& batch,
-                               int heads, float scale) {
-  c.act("qkv", qkv);
-  c.matrix("qkv", qkv);
-  const int64_t T = qkv.dim(0);
-  c.that(qkv.dim(1) % 3 == 0, "qkv is ", qkv.str(), ": its width must be 3 * hidden");
-  const int64_t H = qkv.dim(1) / 3;
-  c.that(heads > 0 && H % heads == 0, "hidden size ", H, " is not divisible by heads = ", heads);
-  c.that(std::isfinite(scale), "scale ", scale, " is not finite");
-  c.that(batch.tokens == T, "batch.tokens = ", batch.tokens, " but qkv has ", T, " rows");
-  c.dtype("cu_seqlens", cu_seqlens, DType::i32);
-  const int64_t B = batch.sequences;
-  c.shape("cu_seqlens", cu_seqlens, {B + 1});
+// The values of cu_seqlens, beyond the shared contract's dtype and shape: the CPU reads them in
+// host memory, the CUDA backend cannot without a host round trip. Lengths below 65536 follow from
+// len <= batch.max_seqlen, which the contract bounds.
+Packed check_cu_seqlens(const OpCheck& c, const AttentionShape& a, Tensor cu_seqlens, const BatchShape& batch) {
   const int32_t* cu = cu_seqlens.as<const int32_t>();
   c.that(cu[0] == 0, "cu_seqlens[0] = ", cu[0], ", expected 0");
-  for (int64_t b = 0; b < B; ++b) {
+  for (int64_t b = 0; b < a.B; ++b) {
     int64_t len = int64_t(cu[b + 1]) - cu[b];
     c.that(len >= 0, "cu_seqlens is not non-decreasing at ", b + 1, " (", cu[b], " then ", cu[b + 1], ")");
     c.that(len <= batch.max_seqlen, "sequence ", b, " has length ", len, " > batch.max_seqlen = ",
            batch.max_seqlen);
-    c.that(len < 65536, "sequence ", b, " has length ", len, " (attention dropout indexes keys below 65536)");
   }
-  c.that(cu[B] == T, "cu_seqlens[", B, "] = ", cu[B], " but the batch has ", T, " tokens");
-  return AttentionShape{T, H, heads, H / heads, B, cu};
+  c.that(cu[a.B] == a.T, "cu_seqlens[", a.B, "] = ", cu[a.B], " but the batch has ", a.T, " tokens");
+  return Packed{a.T, a.H, a.heads, a.head_dim, a.B, cu};
 }
 
 // Scaled scores of query row i against keys 0..L-1 of one (sequence, head); returns their
@@ -81,8 +70,8 @@ struct ProbDropout {
   }
 };
 
-void forward_head(const AttentionShape& a, int64_t b, int h, const float* qkv, float* out, float* lse,
-                  float scale, const ProbDropout& drop) {
+void forward_head(const Packed& a, int64_t b, int h, const float* qkv, float* out, float* lse, float scale,
+                  const ProbDropout& drop) {
   const int64_t start = a.cu[b], L = a.cu[b + 1] - start, stride = 3 * a.H, d = a.d;
   std::vector<double> s(L), acc(d);
   const float* k0 = qkv + start * stride + a.H + h * d;
@@ -101,8 +90,8 @@ void forward_head(const AttentionShape& a, int64_t b, int h, const float* qkv, f
   }
 }
 
-void backward_head(const AttentionShape& a, int64_t b, int h, const float* qkv, const float* dout,
-                   const float* lse, float* dqkv, float scale, const ProbDropout& drop) {
+void backward_head(const Packed& a, int64_t b, int h, const float* qkv, const float* dout, const float* lse,
+                   float* dqkv, float scale, const ProbDropout& drop) {
   const int64_t start = a.cu[b], L = a.cu[b + 1] - start, stride = 3 * a.H, d = a.d;
   std::vector<double> s(L), dp(L), dq(d), dk(L * d, 0.0), dv(L * d, 0.0);
   const float* k0 = qkv + start * stride + a.H + h * d;
@@ -144,7 +133,7 @@ void backward_head(const AttentionShape& a, int64_t b, int h, const float* qkv, 
 
 // Runs fn(b, h) for every (sequence, head) pair, spread over threads.
 template <typename Fn>
-void for_each_head(const AttentionShape& a, Fn fn) {
+void for_each_head(const Packed& a, Fn fn) {
   const int64_t pairs = a.B * a.heads;
   const double mean_len = a.B ? double(a.T) / double(a.B) : 0.0;
   cpu::parallel_rows(pairs, 4 * mean_len * mean_len * double(a.d) + 1, [&](int64_t p0, int64_t p1) {
@@ -156,14 +145,9 @@ void for_each_head(const AttentionShape& a, Fn fn) {
 
 void CpuBackend::attention_forward(Tensor out, Tensor lse, Tensor qkv, Tensor cu_seqlens, const BatchShape& batch,
                                    int heads, float scale, float p, DropoutRng rng) {
-  OpCheck c("attention_forward");
-  AttentionShape a = check_attention(c, qkv, cu_seqlens, batch, heads, scale);
-  c.act("out", out);
-  c.shape("out", out, {a.T, a.H});
-  c.dtype("lse", lse, DType::f32);
-  c.shape("lse", lse, {a.T, int64_t(heads)});
-  c.that(out.data != qkv.data || a.T == 0, "out and qkv must be different buffers");
-  c.probability(p);
+  const OpCheck c("attention_forward", *this);
+  const AttentionShape shape = check_attention_forward(c, out, lse, qkv, cu_seqlens, batch, heads, scale, p);
+  const Packed a = check_cu_seqlens(c, shape, cu_seqlens, batch);
   const ProbDropout drop{rng, dropout_threshold(p), cpu::dropout_scale(p), heads};
   for_each_head(a, [&](int64_t b, int h) {
     forward_head(a, b, h, qkv.as<const float>(), out.as<float>(), lse.as<float>(), scale, drop);
@@ -173,18 +157,10 @@ void CpuBackend::attention_forward(Tensor out, Tensor lse, Tensor qkv, Tensor cu
 void CpuBackend::attention_backward(Tensor dqkv, Tensor dout, Tensor qkv, Tensor out, Tensor lse,
                                     Tensor cu_seqlens, const BatchShape& batch, int heads, float scale, float p,
                                     DropoutRng rng) {
-  OpCheck c("attention_backward");
-  AttentionShape a = check_attention(c, qkv, cu_seqlens, batch, heads, scale);
-  c.act("dqkv", dqkv);
-  c.shape("dqkv", dqkv, {a.T, 3 * a.H});
-  for (auto [name, t] : {std::pair{"dout", dout}, {"out", out}}) {
-    c.act(name, t);
-    c.shape(name, t, {a.T, a.H});
-  }
-  c.dtype("lse", lse, DType::f32);
-  c.shape("lse", lse, {a.T, int64_t(heads)});
-  c.that(dqkv.data != qkv.data || a.T == 0, "dqkv and qkv must be different buffers");
-  c.probability(p);
+  const OpCheck c("attention_backward", *this);
+  const AttentionShape shape =
+      check_attention_backward(c, dqkv, dout, qkv, out, lse, cu_seqlens, batch, heads, scale, p);
+  const Packed a = check_cu_seqlens(c, shape, cu_seqlens, batch);
   // `out` is not needed: D_i = sum_j P_ij dP_ij is computed directly (dout . out equals it).
   const ProbDropout drop{rng, dropout_threshold(p), cpu::dropout_scale(p), heads};
   for_each_head(a, [&](int64_t b, int h) {

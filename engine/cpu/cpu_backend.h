@@ -3,10 +3,13 @@
 // are f32 only (any other activation dtype throws engine::Error). Ops are spread over
 // engine/cpu/*.cpp by family: memory (allocation, copies, fill, cast), embeddings, layernorm
 // (residual + dropout + layernorm), dropout, linear, attention, pooler (gather/scatter/tanh),
-// losses, adamw (+ global_norm); checks.* validate arguments, kernels.* hold the shared numeric
-// pieces (the matrix product, layernorm rows, GELU).
-// CPU specifics: "device" memory is host memory, so cu_seqlens, ids and labels are read directly;
-// cross_entropy and mse accept an empty gradient tensor (losses only, for evaluation).
+// losses, adamw (+ global_norm); kernels.* hold the shared numeric pieces (the matrix product,
+// layernorm rows, GELU). Each op first checks its arguments with the contract both backends share
+// (engine/op_checks.h).
+// CPU specifics: "device" memory is host memory, so cu_seqlens, ids and labels are read directly,
+// and their values are checked too (ids and rows inside their tables, labels below the class
+// count, cu_seqlens consistent with the batch); cross_entropy and mse accept an empty gradient
+// tensor (losses only, for evaluation).
 // Every op is deterministic: the same inputs give bitwise the same outputs, whatever the thread count.
 #pragma once
 #include "engine/backend.h"

@@ -1,20 +1,14 @@
 // Standalone dropout (after the embeddings, before the classifier): y = x * keep / (1 - p) with
 // keep = dropout_keep(rng, i) for flat element index i (t*C + c of a [T, C] tensor). Any shape,
 // act f32; y may alias x. Backward applies the same mask to dy.
-#include "engine/cpu/checks.h"
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cpu/kernels.h"
+#include "engine/op_checks.h"
 
 namespace engine {
 
-using cpu::OpCheck;
-
-static void apply_dropout(const OpCheck& c, Tensor out, Tensor in, const char* out_name, const char* in_name,
-                          float p, DropoutRng rng) {
-  c.act(in_name, in);
-  c.act(out_name, out);
-  c.numel(out_name, out, in.numel());
-  c.probability(p);
+// out = dropout(in), both f32 of in.numel() elements (checked by the caller).
+static void apply_dropout(Tensor out, Tensor in, float p, DropoutRng rng) {
   const uint32_t threshold = dropout_threshold(p);
   const float keep_scale = cpu::dropout_scale(p);
   const float* x = in.as<const float>();
@@ -29,11 +23,13 @@ static void apply_dropout(const OpCheck& c, Tensor out, Tensor in, const char* o
 }
 
 void CpuBackend::dropout_forward(Tensor y, Tensor x, float p, DropoutRng rng) {
-  apply_dropout(OpCheck("dropout_forward"), y, x, "y", "x", p, rng);
+  check_dropout_forward(OpCheck("dropout_forward", *this), y, x, p);
+  apply_dropout(y, x, p, rng);
 }
 
 void CpuBackend::dropout_backward(Tensor dx, Tensor dy, float p, DropoutRng rng) {
-  apply_dropout(OpCheck("dropout_backward"), dx, dy, "dx", "dy", p, rng);
+  check_dropout_backward(OpCheck("dropout_backward", *this), dx, dy, p);
+  apply_dropout(dx, dy, p, rng);
 }
 
 }  // namespace engine

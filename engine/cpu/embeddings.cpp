@@ -5,25 +5,20 @@
 // (deterministic) and dgamma, dbeta with double sums.
 #include <vector>
 
-#include "engine/cpu/checks.h"
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cpu/kernels.h"
+#include "engine/op_checks.h"
 
 namespace engine {
 
-using cpu::OpCheck;
-
 namespace {
-// The id tensors and tables both directions share; checks ids against their table sizes.
-void check_ids(const OpCheck& c, int64_t T, Tensor ids, Tensor pos_ids, Tensor type_ids, int64_t word_rows,
-               int64_t pos_rows, int64_t type_rows) {
-  for (auto [name, t] : {std::pair{"ids", ids}, {"pos_ids", pos_ids}, {"type_ids", type_ids}}) {
-    c.dtype(name, t, DType::i32);
-    c.shape(name, t, {T});
-  }
-  cpu::check_indices(c, "ids", ids, word_rows, "the word embedding table");
-  cpu::check_indices(c, "pos_ids", pos_ids, pos_rows, "the position embedding table");
-  cpu::check_indices(c, "type_ids", type_ids, type_rows, "the token type embedding table");
+// The ids against their table sizes: host memory here, so the CPU can check values the shared
+// contract (dtypes and shapes only) cannot.
+void check_id_ranges(const OpCheck& c, Tensor ids, Tensor pos_ids, Tensor type_ids, int64_t word_rows,
+                     int64_t pos_rows, int64_t type_rows) {
+  c.host_indices("ids", ids, word_rows, "the word embedding table");
+  c.host_indices("pos_ids", pos_ids, pos_rows, "the position embedding table");
+  c.host_indices("type_ids", type_ids, type_rows, "the token type embedding table");
 }
 
 void add_row(float* dst, const float* src, int64_t H) {
@@ -34,31 +29,10 @@ void add_row(float* dst, const float* src, int64_t H) {
 void CpuBackend::embeddings_forward(Tensor y, Tensor s, Tensor mean, Tensor rstd, Tensor ids, Tensor pos_ids,
                                     Tensor type_ids, Tensor word, Tensor pos, Tensor type, Tensor gamma,
                                     Tensor beta, float eps) {
-  OpCheck c("embeddings_forward");
-  c.act("word", word);
-  c.matrix("word", word);
-  const int64_t H = word.dim(1);
-  c.act("y", y);
-  c.matrix("y", y);
-  const int64_t T = y.dim(0);
-  c.act("s", s);
-  c.shape("s", s, {T, H});
-  c.shape("y", y, {T, H});
-  for (auto [name, t] : {std::pair{"pos", pos}, {"type", type}}) {
-    c.act(name, t);
-    c.matrix(name, t);
-    c.that(t.dim(1) == H, name, " is ", t.str(), " but the word table has width ", H);
-  }
-  for (auto [name, t] : {std::pair{"gamma", gamma}, {"beta", beta}}) {
-    c.act(name, t);
-    c.shape(name, t, {H});
-  }
-  for (auto [name, t] : {std::pair{"mean", mean}, {"rstd", rstd}}) {
-    c.dtype(name, t, DType::f32);
-    c.shape(name, t, {T});
-  }
-  c.that(eps > 0.f, "eps ", eps, " must be positive");
-  check_ids(c, T, ids, pos_ids, type_ids, word.dim(0), pos.dim(0), type.dim(0));
+  const OpCheck c("embeddings_forward", *this);
+  const auto [act, T, H] =
+      check_embeddings_forward(c, y, s, mean, rstd, ids, pos_ids, type_ids, word, pos, type, gamma, beta, eps);
+  check_id_ranges(c, ids, pos_ids, type_ids, word.dim(0), pos.dim(0), type.dim(0));
 
   for (int64_t t = 0; t < T; ++t) {
     const float* w = word.as<const float>() + int64_t(ids.as<const int32_t>()[t]) * H;
@@ -74,28 +48,10 @@ void CpuBackend::embeddings_forward(Tensor y, Tensor s, Tensor mean, Tensor rstd
 void CpuBackend::embeddings_backward(Tensor dword, Tensor dpos, Tensor dtype, Tensor dgamma, Tensor dbeta,
                                      Tensor dy, Tensor s, Tensor mean, Tensor rstd, Tensor gamma, Tensor ids,
                                      Tensor pos_ids, Tensor type_ids) {
-  OpCheck c("embeddings_backward");
-  c.act("dy", dy);
-  c.matrix("dy", dy);
-  const int64_t T = dy.dim(0), H = dy.dim(1);
-  c.act("s", s);
-  c.shape("s", s, {T, H});
-  c.act("gamma", gamma);
-  c.shape("gamma", gamma, {H});
-  for (auto [name, t] : {std::pair{"dword", dword}, {"dpos", dpos}, {"dtype", dtype}}) {
-    c.dtype(name, t, DType::f32);
-    c.matrix(name, t);
-    c.that(t.dim(1) == H, name, " is ", t.str(), " but dy has width ", H);
-  }
-  for (auto [name, t] : {std::pair{"dgamma", dgamma}, {"dbeta", dbeta}}) {
-    c.dtype(name, t, DType::f32);
-    c.shape(name, t, {H});
-  }
-  for (auto [name, t] : {std::pair{"mean", mean}, {"rstd", rstd}}) {
-    c.dtype(name, t, DType::f32);
-    c.shape(name, t, {T});
-  }
-  check_ids(c, T, ids, pos_ids, type_ids, dword.dim(0), dpos.dim(0), dtype.dim(0));
+  const OpCheck c("embeddings_backward", *this);
+  const auto [act, T, H] = check_embeddings_backward(c, dword, dpos, dtype, dgamma, dbeta, dy, s, mean, rstd, gamma,
+                                                     ids, pos_ids, type_ids);
+  check_id_ranges(c, ids, pos_ids, type_ids, dword.dim(0), dpos.dim(0), dtype.dim(0));
 
   std::vector<double> dgamma_sum(H, 0.0), dbeta_sum(H, 0.0);
   std::vector<float> ds(H);

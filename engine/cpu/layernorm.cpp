@@ -5,35 +5,18 @@
 // mean, rstd f32 [T]; dgamma, dbeta f32 [H] accumulated. Statistics and parameter sums in double.
 #include <vector>
 
-#include "engine/cpu/checks.h"
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cpu/kernels.h"
+#include "engine/op_checks.h"
 
 namespace engine {
-
-using cpu::OpCheck;
 
 void CpuBackend::add_dropout_layernorm_forward(Tensor y, Tensor s, Tensor mean, Tensor rstd, Tensor branch,
                                                Tensor residual, Tensor gamma, Tensor beta, float eps, float p,
                                                DropoutRng rng) {
-  OpCheck c("add_dropout_layernorm_forward");
-  c.act("branch", branch);
-  c.matrix("branch", branch);
-  const int64_t T = branch.dim(0), H = branch.dim(1);
-  for (auto [name, t] : {std::pair{"y", y}, {"s", s}, {"residual", residual}}) {
-    c.act(name, t);
-    c.shape(name, t, {T, H});
-  }
-  for (auto [name, t] : {std::pair{"gamma", gamma}, {"beta", beta}}) {
-    c.act(name, t);
-    c.shape(name, t, {H});
-  }
-  for (auto [name, t] : {std::pair{"mean", mean}, {"rstd", rstd}}) {
-    c.dtype(name, t, DType::f32);
-    c.shape(name, t, {T});
-  }
-  c.probability(p);
-  c.that(eps > 0.f, "eps ", eps, " must be positive");
+  const OpCheck c("add_dropout_layernorm_forward", *this);
+  const auto [act, T, H] =
+      check_add_dropout_layernorm_forward(c, y, s, mean, rstd, branch, residual, gamma, beta, eps, p);
 
   const uint32_t threshold = dropout_threshold(p);
   const float keep_scale = cpu::dropout_scale(p);
@@ -53,26 +36,9 @@ void CpuBackend::add_dropout_layernorm_forward(Tensor y, Tensor s, Tensor mean, 
 void CpuBackend::add_dropout_layernorm_backward(Tensor d_branch, Tensor d_residual, Tensor dgamma, Tensor dbeta,
                                                 Tensor dy, Tensor s, Tensor mean, Tensor rstd, Tensor gamma,
                                                 float p, DropoutRng rng) {
-  OpCheck c("add_dropout_layernorm_backward");
-  c.act("dy", dy);
-  c.matrix("dy", dy);
-  const int64_t T = dy.dim(0), H = dy.dim(1);
-  for (auto [name, t] : {std::pair{"d_branch", d_branch}, {"d_residual", d_residual}, {"s", s}}) {
-    c.act(name, t);
-    c.shape(name, t, {T, H});
-  }
-  c.that(d_branch.data != d_residual.data || T * H == 0, "d_branch and d_residual must be different buffers");
-  c.act("gamma", gamma);
-  c.shape("gamma", gamma, {H});
-  for (auto [name, t] : {std::pair{"dgamma", dgamma}, {"dbeta", dbeta}}) {
-    c.dtype(name, t, DType::f32);
-    c.shape(name, t, {H});
-  }
-  for (auto [name, t] : {std::pair{"mean", mean}, {"rstd", rstd}}) {
-    c.dtype(name, t, DType::f32);
-    c.shape(name, t, {T});
-  }
-  c.probability(p);
+  const OpCheck c("add_dropout_layernorm_backward", *this);
+  const auto [act, T, H] =
+      check_add_dropout_layernorm_backward(c, d_branch, d_residual, dgamma, dbeta, dy, s, mean, rstd, gamma, p);
 
   const uint32_t threshold = dropout_threshold(p);
   const float keep_scale = cpu::dropout_scale(p);

@@ -7,13 +7,11 @@
 // first. Activations f32.
 #include <vector>
 
-#include "engine/cpu/checks.h"
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cpu/kernels.h"
+#include "engine/op_checks.h"
 
 namespace engine {
-
-using cpu::OpCheck;
 
 namespace {
 // Scratch for transposed operands. Grows to the largest layer once, then is reused, so a training
@@ -26,29 +24,12 @@ float* scratch(size_t floats, int which) {
 }  // namespace
 
 void CpuBackend::linear_forward(Tensor y, Tensor x, Tensor w, Tensor b, Activation act, Tensor pre) {
-  OpCheck c("linear_forward");
-  c.act("x", x);
-  c.matrix("x", x);
-  c.act("w", w);
-  c.matrix("w", w);
-  const int64_t N = x.dim(0), in = x.dim(1), out = w.dim(0);
-  c.that(w.dim(1) == in, "w is ", w.str(), " but x is ", x.str(), " (w must be [out, ", in, "])");
-  c.act("y", y);
-  c.shape("y", y, {N, out});
-  if (!b.empty()) {
-    c.act("b", b);
-    c.shape("b", b, {out});
-  }
-  c.that(y.data != x.data || N == 0, "y and x must be different buffers");
+  const auto [dt, N, in, out] = check_linear_forward(OpCheck("linear_forward", *this), y, x, w, b, act, pre);
   const float* bias = b.empty() ? nullptr : b.as<const float>();
   if (act == Activation::none) {
     cpu::gemm_nt(y.as<float>(), x.as<const float>(), w.as<const float>(), bias, N, out, in, false);
     return;
   }
-  c.that(act == Activation::gelu, "unknown activation ", int(act));
-  c.act("pre", pre);
-  c.shape("pre", pre, {N, out});
-  c.that(pre.data != x.data || N == 0, "pre and x must be different buffers");
   cpu::gemm_nt(pre.as<float>(), x.as<const float>(), w.as<const float>(), bias, N, out, in, false);
   op_piece("gelu");
   for (int64_t i = 0; i < N * out; ++i) y.as<float>()[i] = cpu::gelu(pre.as<const float>()[i]);
@@ -56,25 +37,8 @@ void CpuBackend::linear_forward(Tensor y, Tensor x, Tensor w, Tensor b, Activati
 
 void CpuBackend::linear_backward_dx(Tensor dx, Tensor dy, Tensor w, bool accumulate, Activation act_of_x,
                                     Tensor pre_of_x) {
-  OpCheck c("linear_backward_dx");
-  c.act("dy", dy);
-  c.matrix("dy", dy);
-  c.act("w", w);
-  c.matrix("w", w);
-  const int64_t N = dy.dim(0), out = dy.dim(1), in = w.dim(1);
-  c.that(w.dim(0) == out, "w is ", w.str(), " but dy is ", dy.str(), " (w must be [", out, ", in])");
-  c.act("dx", dx);
-  c.shape("dx", dx, {N, in});
-  c.that(dx.data != dy.data || N == 0, "dx and dy must be different buffers");
-  if (act_of_x == Activation::gelu) {
-    c.that(!accumulate, "accumulate together with a GELU on x is not supported (the GELU derivative would "
-                        "multiply the gradient already in dx)");
-    c.act("pre_of_x", pre_of_x);
-    c.shape("pre_of_x", pre_of_x, {N, in});
-    c.that(pre_of_x.data != dx.data || N == 0, "dx and pre_of_x must be different buffers");
-  } else {
-    c.that(act_of_x == Activation::none, "unknown activation ", int(act_of_x));
-  }
+  const auto [dt, N, in, out] =
+      check_linear_backward_dx(OpCheck("linear_backward_dx", *this), dx, dy, w, accumulate, act_of_x, pre_of_x);
 
   // dx[n, i] = sum_o dy[n, o] W[o, i]: the reduction runs down W's columns, so use W^T [in, out].
   float* wt = scratch(size_t(in * out), 0);
@@ -86,19 +50,7 @@ void CpuBackend::linear_backward_dx(Tensor dx, Tensor dy, Tensor w, bool accumul
 }
 
 void CpuBackend::linear_backward_dw(Tensor dw, Tensor db, Tensor dy, Tensor x) {
-  OpCheck c("linear_backward_dw");
-  c.act("dy", dy);
-  c.matrix("dy", dy);
-  c.act("x", x);
-  c.matrix("x", x);
-  const int64_t N = dy.dim(0), out = dy.dim(1), in = x.dim(1);
-  c.that(x.dim(0) == N, "x is ", x.str(), " but dy is ", dy.str(), " (same number of rows)");
-  c.dtype("dw", dw, DType::f32);
-  c.shape("dw", dw, {out, in});
-  if (!db.empty()) {
-    c.dtype("db", db, DType::f32);
-    c.shape("db", db, {out});
-  }
+  const auto [dt, N, in, out] = check_linear_backward_dw(OpCheck("linear_backward_dw", *this), dw, db, dy, x);
 
   // dw[o, i] = sum_n dy[n, o] x[n, i]: the reduction runs over rows, so transpose both.
   float* dyt = scratch(size_t(out * N), 0);

@@ -9,27 +9,15 @@
 #include <cmath>
 #include <vector>
 
-#include "engine/cpu/checks.h"
 #include "engine/cpu/cpu_backend.h"
+#include "engine/op_checks.h"
 
 namespace engine {
 
-using cpu::OpCheck;
-
 void CpuBackend::cross_entropy(Tensor losses, Tensor dlogits, Tensor logits, Tensor labels, float scale) {
-  OpCheck c("cross_entropy");
-  c.act("logits", logits);
-  c.matrix("logits", logits);
-  const int64_t N = logits.dim(0), C = logits.dim(1);
-  c.that(C > 0, "logits is ", logits.str(), ": no classes");
-  c.dtype("labels", labels, DType::i32);
-  c.shape("labels", labels, {N});
-  c.dtype("losses", losses, DType::f32);
-  c.shape("losses", losses, {N});
-  if (!dlogits.empty()) {
-    c.act("dlogits", dlogits);
-    c.shape("dlogits", dlogits, {N, C});
-  }
+  const OpCheck c("cross_entropy", *this);
+  const auto [act, N, C] = check_cross_entropy(c, losses, dlogits, logits, labels);
+  // Labels are host memory here, so their upper bound is checked too (negative ones are ignored rows).
   const int32_t* label = labels.as<const int32_t>();
   for (int64_t n = 0; n < N; ++n)
     c.that(label[n] < C, "labels[", n, "] = ", label[n], " but there are only ", C, " classes");
@@ -56,18 +44,7 @@ void CpuBackend::cross_entropy(Tensor losses, Tensor dlogits, Tensor logits, Ten
 }
 
 void CpuBackend::mse(Tensor losses, Tensor dpred, Tensor pred, Tensor target, float scale) {
-  OpCheck c("mse");
-  c.act("pred", pred);
-  const int64_t N = pred.ndim >= 1 ? pred.dim(0) : 0;
-  c.shape("pred", pred, {N, 1});
-  c.dtype("target", target, DType::f32);
-  c.shape("target", target, {N});
-  c.dtype("losses", losses, DType::f32);
-  c.shape("losses", losses, {N});
-  if (!dpred.empty()) {
-    c.act("dpred", dpred);
-    c.shape("dpred", dpred, {N, 1});
-  }
+  const int64_t N = check_mse(OpCheck("mse", *this), losses, dpred, pred, target).N;
   for (int64_t n = 0; n < N; ++n) {
     double diff = double(pred.as<const float>()[n]) - double(target.as<const float>()[n]);
     losses.as<float>()[n] = float(diff * diff);

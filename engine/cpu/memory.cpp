@@ -5,12 +5,10 @@
 #include <cstring>
 
 #include "engine/bf16.h"
-#include "engine/cpu/checks.h"
 #include "engine/cpu/cpu_backend.h"
+#include "engine/op_checks.h"
 
 namespace engine {
-
-using cpu::OpCheck;
 
 Device CpuBackend::device() const { return Device::cpu; }
 std::string CpuBackend::name() const { return "cpu"; }
@@ -28,28 +26,22 @@ void* CpuBackend::allocate(size_t bytes) {
 void CpuBackend::release(void* p) { std::free(p); }
 
 void CpuBackend::copy_from_host(Tensor dst, const void* src) {
-  OpCheck("copy_from_host").on_cpu("dst", dst);
-  ENGINE_CHECK(src || dst.bytes() == 0, "copy_from_host: null source");
+  check_copy_from_host(OpCheck("copy_from_host", *this), dst, src);
   if (dst.bytes()) std::memcpy(dst.data, src, dst.bytes());
 }
 
 void CpuBackend::copy_to_host(void* dst, Tensor src) {
-  OpCheck("copy_to_host").on_cpu("src", src);
-  ENGINE_CHECK(dst || src.bytes() == 0, "copy_to_host: null destination");
+  check_copy_to_host(OpCheck("copy_to_host", *this), dst, src);
   if (src.bytes()) std::memcpy(dst, src.data, src.bytes());
 }
 
 void CpuBackend::copy(Tensor dst, Tensor src) {
-  OpCheck c("copy");
-  c.on_cpu("dst", dst);
-  c.on_cpu("src", src);
-  c.that(dst.dtype == src.dtype, "dst is ", dst.str(), " but src is ", src.str(), " (use cast to change dtype)");
-  c.numel("dst", dst, src.numel());
+  check_copy(OpCheck("copy", *this), dst, src);
   if (dst.bytes()) std::memmove(dst.data, src.data, dst.bytes());
 }
 
 void CpuBackend::fill(Tensor x, float value) {
-  OpCheck("fill").on_cpu("x", x);
+  check_fill(OpCheck("fill", *this), x);
   int64_t n = x.numel();
   switch (x.dtype) {
     case DType::f32:
@@ -87,19 +79,13 @@ static void store_float(const Tensor& t, int64_t i, float v) {
 }
 
 void CpuBackend::cast(Tensor dst, Tensor src) {
-  OpCheck c("cast");
-  c.on_cpu("dst", dst);
-  c.on_cpu("src", src);
-  c.numel("dst", dst, src.numel());
+  // Refuses casts from or to i32 and in-place casts between dtypes: element by element in order,
+  // a narrowing cast in place stays correct only from f32 to 16 bits.
+  check_cast(OpCheck("cast", *this), dst, src);
   if (dst.dtype == src.dtype) {
     if (dst.bytes() && dst.data != src.data) std::memmove(dst.data, src.data, dst.bytes());
     return;
   }
-  c.that(dst.dtype != DType::i32 && src.dtype != DType::i32, "cannot cast ", src.str(), " to ", dst.str(),
-         " (casts are between f32, bf16 and f16)");
-  // Element by element in order: a narrowing cast in place (same buffer) stays correct only
-  // from f32 to 16 bits, so refuse overlap instead of guessing.
-  c.that(dst.data != src.data || dst.numel() == 0, "dst and src share memory (in-place cast between dtypes)");
   for (int64_t i = 0; i < src.numel(); ++i) store_float(dst, i, load_float(src, i));
 }
 
