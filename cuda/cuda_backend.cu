@@ -37,8 +37,8 @@ struct OpRange {
 }  // namespace
 
 CudaBackend::CudaBackend(const BackendOptions& options) : device_(options.device), attention_(options.attention) {
-  ENGINE_CHECK(attention_ == "flash" || attention_ == "cudnn" || attention_ == "simple", "cuda backend: attention '",
-               attention_, "' is not one of flash, cudnn, simple");
+  ENGINE_CHECK(attention_ == "auto" || attention_ == "flash" || attention_ == "cudnn" || attention_ == "simple",
+               "cuda backend: attention '", attention_, "' is not one of auto, flash, cudnn, simple");
   int count = 0;
   CUDA_CHECK(cudaGetDeviceCount(&count));
   ENGINE_CHECK(device_ >= 0 && device_ < count, "cuda backend: device ", device_, " does not exist (", count,
@@ -279,6 +279,34 @@ cuda::AttentionArgs attention_args(const AttentionShape& k, Tensor qkv, Tensor c
 
 }  // namespace
 
+// The attention implementation the options chose; "auto" is the fused kernel for bf16 and the
+// simple one for f32 (the fused kernel runs bf16 only). The scratch it asks for comes from the
+// backend workspace.
+void CudaBackend::run_attention(cuda::AttentionArgs& a, bool backward) {
+  using Fn = void (*)(const cuda::AttentionArgs&, cudaStream_t);
+  using Bytes = size_t (*)(const cuda::AttentionArgs&);
+  struct Impl {
+    const char* name;
+    Bytes workspace_bytes;
+    Fn forward, backward;
+  };
+  static const Impl impls[] = {
+      {"simple", cuda::attention_simple_workspace_bytes, cuda::attention_simple_forward,
+       cuda::attention_simple_backward},
+      {"flash", cuda::attention_flash_workspace_bytes, cuda::attention_flash_forward, cuda::attention_flash_backward},
+      {"cudnn", cuda::attention_cudnn_workspace_bytes, cuda::attention_cudnn_forward, cuda::attention_cudnn_backward},
+  };
+  const std::string name = attention_ == "auto" ? (a.bf16 ? "flash" : "simple") : attention_;
+  for (const Impl& impl : impls) {
+    if (name != impl.name) continue;
+    a.workspace_bytes = impl.workspace_bytes(a);
+    a.workspace = a.workspace_bytes ? scratch(a.workspace_bytes) : nullptr;
+    (backward ? impl.backward : impl.forward)(a, stream_);
+    return;
+  }
+  fail("cuda backend: unknown attention '", name, "'");
+}
+
 void CudaBackend::attention_forward(Tensor out, Tensor lse, Tensor qkv, Tensor cu_seqlens, const BatchShape& batch,
                                     int heads, float scale, float p, DropoutRng rng) {
   OpRange r("attention_forward");
@@ -288,19 +316,7 @@ void CudaBackend::attention_forward(Tensor out, Tensor lse, Tensor qkv, Tensor c
   cuda::AttentionArgs a = attention_args(k, qkv, cu_seqlens, batch, scale, p, rng);
   a.out = out.data;
   a.lse = lse.as<float>();
-  if (attention_ == "simple") {
-    a.workspace_bytes = cuda::attention_simple_workspace_bytes(a);
-    a.workspace = a.workspace_bytes ? scratch(a.workspace_bytes) : nullptr;
-    cuda::attention_simple_forward(a, stream_);
-  } else if (attention_ == "flash") {
-    a.workspace_bytes = cuda::attention_flash_workspace_bytes(a);
-    a.workspace = a.workspace_bytes ? scratch(a.workspace_bytes) : nullptr;
-    cuda::attention_flash_forward(a, stream_);
-  } else {
-    a.workspace_bytes = cuda::attention_cudnn_workspace_bytes(a);
-    a.workspace = a.workspace_bytes ? scratch(a.workspace_bytes) : nullptr;
-    cuda::attention_cudnn_forward(a, stream_);
-  }
+  run_attention(a, false);
 }
 
 void CudaBackend::attention_backward(Tensor dqkv, Tensor dout, Tensor qkv, Tensor out, Tensor lse, Tensor cu_seqlens,
@@ -314,19 +330,7 @@ void CudaBackend::attention_backward(Tensor dqkv, Tensor dout, Tensor qkv, Tenso
   a.lse = lse.as<float>();
   a.dout = dout.data;
   a.dqkv = dqkv.data;
-  if (attention_ == "simple") {
-    a.workspace_bytes = cuda::attention_simple_workspace_bytes(a);
-    a.workspace = a.workspace_bytes ? scratch(a.workspace_bytes) : nullptr;
-    cuda::attention_simple_backward(a, stream_);
-  } else if (attention_ == "flash") {
-    a.workspace_bytes = cuda::attention_flash_workspace_bytes(a);
-    a.workspace = a.workspace_bytes ? scratch(a.workspace_bytes) : nullptr;
-    cuda::attention_flash_backward(a, stream_);
-  } else {
-    a.workspace_bytes = cuda::attention_cudnn_workspace_bytes(a);
-    a.workspace = a.workspace_bytes ? scratch(a.workspace_bytes) : nullptr;
-    cuda::attention_cudnn_backward(a, stream_);
-  }
+  run_attention(a, true);
 }
 
 // ---- pooler pieces ----

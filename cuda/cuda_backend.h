@@ -14,6 +14,7 @@
 #include <memory>
 #include <string>
 
+#include "cuda/attention.h"
 #include "engine/backend.h"
 
 namespace engine::cuda {
@@ -101,6 +102,7 @@ class CudaBackend final : public Backend {
  private:
   // At least `bytes` of scratch, valid until the next call (ops run in stream order).
   void* scratch(size_t bytes);
+  void run_attention(cuda::AttentionArgs& a, bool backward);
 
   int device_ = 0;
   std::string attention_;

@@ -221,7 +221,8 @@ class Backend {
 
 // Choices a backend may offer. The CPU backend has one attention and ignores them.
 struct BackendOptions {
-  std::string attention = "flash";  // cuda: "flash" (hand-written fused), "cudnn" (cuDNN fused), "simple"
+  std::string attention = "auto";  // cuda: "flash" (hand-written fused, bf16), "cudnn" (cuDNN fused),
+                                   // "simple", or "auto": flash for bf16, simple for fp32
   int device = 0;                   // cuda: which GPU
 };
 

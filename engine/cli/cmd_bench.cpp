@@ -30,7 +30,7 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--backend", o->backend, "cpu, cuda or auto (cuda when a GPU is visible)")->capture_default_str();
   cmd->add_option("--precision", o->precision, "bf16, fp32 or auto (bf16 on cuda, fp32 on cpu)")
       ->capture_default_str();
-  cmd->add_option("--attention", o->attention, "cuda attention: flash, cudnn or simple")->capture_default_str();
+  cmd->add_option("--attention", o->attention, "cuda attention: auto (flash for bf16, simple for fp32), flash, cudnn (dropout 0 only) or simple")->capture_default_str();
   cmd->add_option("--warmup", o->warmup, "untimed steps first (-1: 10 on cuda, 0 on cpu)")->capture_default_str();
   cmd->add_option("--steps", o->steps, "timed steps per mode (-1: 50 on cuda, 1 on cpu)")->capture_default_str();
   cmd->add_option("--breakdown-steps", o->breakdown_steps,

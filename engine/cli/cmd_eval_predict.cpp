@@ -15,7 +15,7 @@ namespace engine::cli {
 namespace {
 
 struct ModelFlags {
-  std::string model_dir, data_file, task, backend = "auto", precision = "auto", attention = "flash";
+  std::string model_dir, data_file, task, backend = "auto", precision = "auto", attention = "auto";
   int max_length = 0;  // 0: 128, or max_position_embeddings when smaller
   int64_t batch_size = 64;
 };
@@ -30,7 +30,7 @@ void add_model_flags(CLI::App* cmd, ModelFlags& f) {
   cmd->add_option("--batch-size", f.batch_size, "sequences per batch")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--backend", f.backend, "cpu, cuda or auto")->capture_default_str();
   cmd->add_option("--precision", f.precision, "bf16, fp32 or auto")->capture_default_str();
-  cmd->add_option("--attention", f.attention, "cuda attention: flash, cudnn or simple")->capture_default_str();
+  cmd->add_option("--attention", f.attention, "cuda attention: auto (flash for bf16, simple for fp32), flash, cudnn (dropout 0 only) or simple")->capture_default_str();
 }
 
 // A loaded model directory ready to predict.

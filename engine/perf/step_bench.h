@@ -66,7 +66,7 @@ struct StepBenchOptions {
   std::string data_dir = "../shared/data";  // where --lengths sst2 finds sst2/train.tsv and the vocabulary
   std::string backend = "auto";      // cpu, cuda, auto
   std::string precision = "auto";    // bf16, fp32, auto
-  std::string attention = "flash";   // cuda: flash, cudnn, simple
+  std::string attention = "auto";    // cuda: auto (flash for bf16, simple for fp32), flash, cudnn, simple
   int warmup = -1;                   // -1: 10 on cuda, 0 on cpu
   int steps = -1;                    // -1: 50 on cuda, 1 on cpu
   int breakdown_steps = -1;          // instrumented steps; -1: 5 on cuda, 1 on cpu; 0: no breakdown

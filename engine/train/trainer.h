@@ -52,7 +52,7 @@ struct FinetuneOptions {
   bool reinit_head = false;
   std::string precision = "auto";  // bf16, fp32, auto (bf16 on cuda, fp32 on cpu)
   std::string backend = "auto";    // cpu, cuda, auto
-  std::string attention = "flash";
+  std::string attention = "auto";
   uint64_t seed = 42;
   // Evaluation, checkpoints, logging.
   int64_t eval_steps = 0;   // 0: at the end of every epoch
