@@ -2,6 +2,7 @@
 // ENGINE_TEST_SEED=<seed>), Tensor views over std::vector, and a central finite-difference
 // gradient check.
 #pragma once
+#include "test_seed.h"
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -21,12 +22,6 @@ namespace engine_test {
 using engine::Device;
 using engine::DType;
 using engine::Tensor;
-
-inline uint64_t pick_seed() {
-  if (const char* s = std::getenv("ENGINE_TEST_SEED")) return std::strtoull(s, nullptr, 10);
-  std::random_device rd;
-  return (uint64_t(rd()) << 32) ^ rd();
-}
 
 struct TestRng {
   uint64_t seed = pick_seed();

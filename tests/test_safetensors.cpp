@@ -3,6 +3,8 @@
 // malformed file with a message that says why, byte-flip fuzzing, and the atomic file and
 // directory operations checkpoints rely on.
 #include <gtest/gtest.h>
+
+#include "test_seed.h"
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -31,7 +33,6 @@ namespace {
 const std::string kFixtures = std::string(ENGINE_SOURCE_DIR) + "/tests/fixtures/safetensors/";
 
 // Seeds differ on every run (fresh random data); each test prints its seed when it fails.
-uint64_t fresh_seed() { return (uint64_t(std::random_device{}()) << 32) ^ std::random_device{}(); }
 
 // A clean directory per test (tests may run in parallel under ctest), removed afterwards.
 class IoTest : public ::testing::Test {
@@ -148,7 +149,7 @@ uint32_t bits_of(float f) {
 // ---------------------------------------------------------------- round trips
 
 TEST_F(IoTest, RoundTripRandomTensorsBitwise) {
-  uint64_t seed = fresh_seed();
+  uint64_t seed = pick_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
   for (int iter = 0; iter < 25; ++iter) {
@@ -187,7 +188,7 @@ TEST_F(IoTest, RoundTripRandomTensorsBitwise) {
 }
 
 TEST(Safetensors, ToF32MatchesBf16HelpersAndSpecialValues) {
-  uint64_t seed = fresh_seed();
+  uint64_t seed = pick_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> normal(0.f, 10.f);
@@ -289,7 +290,7 @@ TEST(Safetensors, WriterIsByteIdenticalToPythonSafetensors) {
 // Writes a file with random values and its JSON description for Python to check, from the build
 // directory: python tools/check_safetensors.py verify test_outputs/safetensors/engine_written.{safetensors,json}
 TEST(Safetensors, WritesFileForPythonCrossCheck) {
-  uint64_t seed = fresh_seed();
+  uint64_t seed = pick_seed();
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> normal(0.f, 2.f);
   std::vector<float> w(12);
@@ -471,7 +472,7 @@ TEST(Safetensors, WriterRejectsBadEntries) {
 // Random byte flips of a valid file: each mutant either loads (and then every byte of it can be
 // read) or throws engine::Error. Run under AddressSanitizer to catch out-of-bounds reads.
 TEST(Safetensors, FuzzByteFlipsLoadOrThrow) {
-  uint64_t seed = fresh_seed();
+  uint64_t seed = pick_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
   const std::string good = small_valid_file();
@@ -513,7 +514,7 @@ TEST_F(IoTest, WriteFileAtomicWritesAndLeavesNoTemp) {
   write_file_atomic(path("a.bin"), std::string("first version"));
   EXPECT_EQ(read_file(path("a.bin")), "first version");
   std::string big(300000, '\0');
-  std::mt19937_64 rng(fresh_seed());
+  std::mt19937_64 rng(pick_seed());
   for (char& c : big) c = char(rng());
   write_file_atomic(path("a.bin"), [&](FileSink& s) {
     s.write(big.data(), 1000);

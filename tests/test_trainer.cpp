@@ -5,6 +5,8 @@
 // real SST-2 rows are used where ../shared/data is present.
 #include <gtest/gtest.h>
 
+#include "test_seed.h"
+
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -23,11 +25,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-uint64_t fresh_seed() {
-  static std::random_device rd;
-  return (uint64_t(rd()) << 32) ^ rd();
-}
-
 std::string engine_binary() { return std::string(ENGINE_BINARY_DIR) + "/bin/engine"; }
 
 struct CommandResult {
@@ -40,7 +37,7 @@ CommandResult run_engine(const std::string& args, const std::string& input = "")
   std::string cmd = engine_binary() + " " + args + " 2>&1";
   std::string in_file;
   if (!input.empty()) {
-    in_file = (fs::temp_directory_path() / ("engine_stdin_" + std::to_string(fresh_seed()))).string();
+    in_file = (fs::temp_directory_path() / ("engine_stdin_" + unique_suffix())).string();
     std::ofstream(in_file) << input;
     cmd += " < " + in_file;
   }
@@ -64,8 +61,8 @@ std::vector<nlohmann::json> read_jsonl(const fs::path& path) {
 class Trainer : public ::testing::Test {
  protected:
   void SetUp() override {
-    seed_ = fresh_seed() % 100000;
-    dir_ = fs::temp_directory_path() / ("engine_test_trainer_" + std::to_string(fresh_seed()));
+    seed_ = pick_seed() % 100000;
+    dir_ = fs::temp_directory_path() / ("engine_test_trainer_" + unique_suffix());
     fs::create_directories(dir_);
     task_ = SyntheticTask::make(seed_, 800, 200, 12);
   }
@@ -390,7 +387,7 @@ void real_data_loss_falls(const std::string& task, const std::string& file, int 
   fs::path data = fs::path(ENGINE_SOURCE_DIR) / "../shared/data";
   if (!fs::exists(data / file) || !fs::exists(data / "vocab/bert-base-uncased/vocab.txt"))
     GTEST_SKIP() << "real data not found under " << data;
-  fs::path dir = fs::temp_directory_path() / ("engine_test_real_" + std::to_string(fresh_seed()));
+  fs::path dir = fs::temp_directory_path() / ("engine_test_real_" + unique_suffix());
   fs::create_directories(dir / "model");
   const std::string train = (dir / fs::path(file).filename()).string();
   {
@@ -412,7 +409,7 @@ void real_data_loss_falls(const std::string& task, const std::string& file, int 
   c.num_labels = task == "regress" ? 1 : 2;
   auto backend = make_backend("cpu");
   BertModel m(*backend, c, ModelOptions{task == "tokens" ? Head::token_classification : Head::sequence_classification});
-  m.init_weights(fresh_seed());
+  m.init_weights(pick_seed());
   SaveOptions so;
   so.vocab_path = (data / "vocab/bert-base-uncased/vocab.txt").string();
   save_pretrained(m, (dir / "model").string(), so);

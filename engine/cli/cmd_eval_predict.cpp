@@ -33,48 +33,52 @@ void add_model_flags(CLI::App* cmd, ModelFlags& f) {
   cmd->add_option("--attention", f.attention, "cuda attention: auto (flash for bf16, simple for fp32), flash, cudnn (dropout 0 only) or simple")->capture_default_str();
 }
 
-// A loaded model directory ready to predict.
-struct Loaded {
-  BertConfig config;
-  Task task = Task::classify;
-  LabelMap labels;
-  std::unique_ptr<tokenizer::BertTokenizer> tok;
-  std::unique_ptr<Backend> backend;
-  std::unique_ptr<BertModel> model;
-};
-
-Loaded load(const ModelFlags& f, int64_t longest) {
-  Loaded l;
-  l.config = read_model_config(f.model_dir);
-  l.task = f.task.empty() ? task_of_model(l.config) : parse_task(f.task);
-  if (l.task != Task::regress) {
-    nlohmann::json j = l.config.to_json();
-    l.labels = LabelMap::from_hf_config(j, f.model_dir + "/config.json");
-  }
-  std::string name = resolve_backend(f.backend);
-  BackendOptions bo;
-  bo.attention = f.attention;
-  l.backend = make_backend(name, bo);
-  ModelOptions mo;
-  mo.head = task_head(l.task);
-  mo.act = resolve_precision(f.precision, name);
-  mo.max_sequences = f.batch_size;
-  mo.max_tokens = f.batch_size * std::max<int64_t>(longest, 1);
-  l.model = std::make_unique<BertModel>(*l.backend, l.config, mo);
-  LoadReport report = load_weights(*l.model, f.model_dir, false, 0);
-  ENGINE_CHECK(report.initialised.empty(), f.model_dir, ": the checkpoint has no trained head (missing ",
-               report.initialised[0], "): fine-tune it first");
-  return l;
-}
-
-tokenizer::BertTokenizer read_tokenizer(const std::string& dir) { return tokenizer::BertTokenizer::from_model_dir(dir); }
-
 // Before reading any data: a base checkpoint (no classifier, or one of another size) cannot score.
 void require_trained_head(const std::string& dir, const BertConfig& config) {
   ENGINE_CHECK(checkpoint_head_matches(dir, config.num_labels) || !std::filesystem::exists(dir + "/model.safetensors"),
                dir, ": the checkpoint has no trained head (no classifier with ", config.num_labels,
                " outputs): fine-tune it first");
 }
+
+DataOptions data_options(const DataFlags& flags, const ModelFlags& f, const BertConfig& config);
+
+// A fine-tuned model directory: what it was trained for, its labels and tokenizer. The model itself
+// is built once the data is read, sized for its longest sequence.
+struct ModelDir {
+  BertConfig config;
+  Task task = Task::classify;
+  LabelMap labels;  // empty for regression
+  std::unique_ptr<tokenizer::BertTokenizer> tok;
+  DataOptions data;
+
+  ModelDir(const ModelFlags& f, const DataFlags& flags) {
+    config = read_model_config(f.model_dir);
+    require_trained_head(f.model_dir, config);
+    task = f.task.empty() ? task_of_model(config) : parse_task(f.task);
+    if (task != Task::regress) labels = LabelMap::from_hf_config(config.to_json(), f.model_dir + "/config.json");
+    tok = std::make_unique<tokenizer::BertTokenizer>(tokenizer::BertTokenizer::from_model_dir(f.model_dir));
+    data = data_options(flags, f, config);
+  }
+  const LabelMap* label_map() const { return task == Task::regress ? nullptr : &labels; }
+
+  // Builds the model on the chosen backend, loads its weights, and predicts for `examples`.
+  Predictions predict_all(const ModelFlags& f, const TaskData& examples) const {
+    const std::string name = resolve_backend(f.backend);
+    BackendOptions bo;
+    bo.attention = f.attention;
+    std::unique_ptr<Backend> backend = make_backend(name, bo);
+    ModelOptions mo;
+    mo.head = task_head(task);
+    mo.act = resolve_precision(f.precision, name);
+    mo.max_sequences = f.batch_size;
+    mo.max_tokens = f.batch_size * std::max<int64_t>(examples.max_length(), 1);
+    BertModel model(*backend, config, mo);
+    LoadReport report = load_weights(model, f.model_dir, false, 0);
+    ENGINE_CHECK(report.initialised.empty(), f.model_dir, ": the checkpoint has no trained head (missing ",
+                 report.initialised[0], "): fine-tune it first");
+    return predict(model, examples, labels, f.batch_size, 0);
+  }
+};
 
 DataOptions data_options(const DataFlags& flags, const ModelFlags& f, const BertConfig& config) {
   DataOptions d = flags.resolve();
@@ -119,17 +123,10 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--data", f->data_file, "labelled file (.tsv, .csv, .jsonl; CoNLL for tokens)")->required();
   auto flags = add_data_flags(cmd);
   cmd->callback([f, flags] {
-    BertConfig config = read_model_config(f->model_dir);
-    require_trained_head(f->model_dir, config);
-    Task task = f->task.empty() ? task_of_model(config) : parse_task(f->task);
-    tokenizer::BertTokenizer tok = read_tokenizer(f->model_dir);
-    DataOptions d = data_options(*flags, *f, config);
-    LabelMap labels;
-    if (task != Task::regress) labels = LabelMap::from_hf_config(config.to_json(), f->model_dir + "/config.json");
-    TaskData data = load_task_data(f->data_file, task, tok, task == Task::regress ? nullptr : &labels, true, d);
-    Loaded l = load(*f, data.max_length());
-    Predictions p = predict(*l.model, data, labels, f->batch_size, 0);
-    nlohmann::json j = {{"data", f->data_file}, {"examples", data.examples.size()}, {"task", task_name(task)}};
+    ModelDir m(*f, *flags);
+    TaskData data = load_task_data(f->data_file, m.task, *m.tok, m.label_map(), true, m.data);
+    Predictions p = m.predict_all(*f, data);
+    nlohmann::json j = {{"data", f->data_file}, {"examples", data.examples.size()}, {"task", task_name(m.task)}};
     for (const auto& [k, v] : p.metrics) j[k] = metric_json(v);
     std::cout << j.dump() << "\n";
   });
@@ -146,11 +143,7 @@ void add_predict_command(CLI::App& app) {
   cmd->add_option("--data", f->data_file, "input file (labels, if present, are ignored); default: standard input");
   auto flags = add_data_flags(cmd);
   cmd->callback([f, flags] {
-    BertConfig config = read_model_config(f->model_dir);
-    require_trained_head(f->model_dir, config);
-    Task task = f->task.empty() ? task_of_model(config) : parse_task(f->task);
-    tokenizer::BertTokenizer tok = read_tokenizer(f->model_dir);
-    DataOptions d = data_options(*flags, *f, config);
+    ModelDir m(*f, *flags);
     TaskData data;
     if (f->data_file.empty()) {
       std::vector<std::string> lines;
@@ -160,14 +153,12 @@ void add_predict_command(CLI::App& app) {
       }
       ENGINE_CHECK(!lines.empty(), "predict: no input on standard input");
       for (size_t i = 0; i < lines.size(); ++i) check_utf8(lines[i], "<stdin>", int64_t(i) + 1);
-      data = task_data_from_lines(lines, task, tok, d);
+      data = task_data_from_lines(lines, m.task, *m.tok, m.data);
     } else {
-      data = load_task_data(f->data_file, task, tok, nullptr, false, d);
+      data = load_task_data(f->data_file, m.task, *m.tok, nullptr, false, m.data);
       data.has_labels = false;
     }
-    Loaded l = load(*f, data.max_length());
-    Predictions p = predict(*l.model, data, l.labels, f->batch_size, 0);
-    print_predictions(p, l.labels, std::cout);
+    print_predictions(m.predict_all(*f, data), m.labels, std::cout);
   });
 }
 

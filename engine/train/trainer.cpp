@@ -261,7 +261,8 @@ void Trainer::setup() {
   log_ << "  data: " << train_data_.examples.size() << " train examples (" << train_data_.tokens() << " tokens)";
   if (!o_.dev_file.empty()) log_ << ", " << dev_data_.examples.size() << " dev";
   if (!o_.test_file.empty()) log_ << ", " << test_data_.examples.size() << " test";
-  log_ << ", tokenized in " << std::chrono::duration<double>(Clock::now() - t0).count() << " s\n";
+  log_ << ", read and tokenized in " << format_metric(std::chrono::duration<double>(Clock::now() - t0).count(), 2)
+       << " s\n";
   if (task_ != Task::regress) {
     log_ << "  labels:";
     for (int32_t i = 0; i < labels_.size(); ++i) log_ << " " << i << "=" << labels_.name(i);

@@ -6,6 +6,8 @@
 // printed so a failure can be replayed (ENGINE_TEST_SEED=<seed>).
 #include <gtest/gtest.h>
 
+#include "../test_seed.h"
+
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -35,9 +37,7 @@ const int64_t kHidden[] = {64, 384, 768, 1024};
 double tol(DType act) { return act == DType::bf16 ? kTolBf16 : kTolF32; }
 
 uint64_t fresh_seed() {
-  if (const char* s = std::getenv("ENGINE_TEST_SEED")) return std::strtoull(s, nullptr, 10);
-  std::random_device rd;
-  const uint64_t seed = (uint64_t(rd()) << 32) | rd();
+  const uint64_t seed = pick_seed();
   std::printf("[ seed ] ENGINE_TEST_SEED=%llu\n", (unsigned long long)seed);
   return seed;
 }

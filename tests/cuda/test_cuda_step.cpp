@@ -6,6 +6,8 @@
 // Skips without a GPU.
 #include <gtest/gtest.h>
 
+#include "../test_seed.h"
+
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -16,11 +18,6 @@
 
 namespace engine {
 namespace {
-
-uint64_t fresh_seed() {
-  static std::random_device rd;
-  return (uint64_t(rd()) << 32) ^ rd();
-}
 
 BertConfig tiny_config() {
   BertConfig c;
@@ -82,7 +79,7 @@ double scaled_error(const std::vector<float>& a, const std::vector<float>& ref) 
 
 void compare_step(DType act, const std::string& attention, double logits_tol, double grad_tol) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA GPU visible";
-  const uint64_t seed = fresh_seed();
+  const uint64_t seed = pick_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
   PackedBatch batch = random_batch(rng, tiny_config());
@@ -139,7 +136,7 @@ std::vector<float> train_losses(StepRun& s, const std::vector<PackedBatch>& batc
 
 TEST(CudaStep, TenBf16StepsFollowTheFp32LossCurve) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA GPU visible";
-  const uint64_t seed = fresh_seed();
+  const uint64_t seed = pick_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
   std::vector<PackedBatch> batches;
@@ -155,7 +152,7 @@ TEST(CudaStep, TenBf16StepsFollowTheFp32LossCurve) {
 
 TEST(CudaStep, TwentyStepsAreBitwiseDeterministic) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA GPU visible";
-  const uint64_t seed = fresh_seed();
+  const uint64_t seed = pick_seed();
   std::mt19937_64 rng(seed);
   std::vector<PackedBatch> batches;
   for (int i = 0; i < 20; ++i) batches.push_back(random_batch(rng, tiny_config()));
