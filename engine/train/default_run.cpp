@@ -6,6 +6,7 @@
 
 #include "engine/model/bert.h"
 #include "engine/train/optimizer.h"
+#include "engine/train/schedule.h"
 #include "engine/train/synthetic.h"
 
 namespace engine {
@@ -69,7 +70,7 @@ DefaultRunResult run_default_finetune(const DefaultRunOptions& o, std::ostream& 
   train_options.batch_size = o.batch_size;
   train_options.seed = o.seed;
   Batcher train(to_examples(task.train), train_options);
-  const int warmup = std::max(1, o.steps / 10);
+  const LrSchedule schedule(ScheduleKind::linear, o.lr, resolve_warmup_steps(0, 0.1, o.steps), o.steps);
   std::vector<float> losses;
   for (int step = 0; step < o.steps; ++step) {
     model.set_batch(train.next());
@@ -77,8 +78,7 @@ DefaultRunResult run_default_finetune(const DefaultRunOptions& o, std::ostream& 
     model.forward(Pass::train, o.seed * 1000003ull + uint64_t(step));
     model.backward();
     opt.compute_grad_norm();
-    float lr = step < warmup ? o.lr * float(step + 1) / float(warmup)
-                             : o.lr * float(o.steps - step) / float(o.steps - warmup);
+    const float lr = float(schedule.lr_at(step));
     opt.step(lr);
     float loss = model.loss();
     losses.push_back(loss);
