@@ -315,7 +315,7 @@ void Trainer::setup() {
        << "  schedule: " << total_steps_ << " steps (" << steps_per_epoch_ << " per epoch), batch " << o_.batch_size
        << (o_.max_tokens > 0 ? " sequences / " + std::to_string(o_.max_tokens) + " tokens" : " sequences") << " x "
        << o_.gradient_accumulation_steps << " accumulation, lr " << o_.learning_rate << " " << o_.lr_scheduler_type
-       << " with " << warmup << " warmup steps\n";
+       << " with " << warmup << " warmup steps" << std::endl;  // shown before the first step, not with it
 
   fs::create_directories(o_.output_dir);
   nlohmann::json run = options_json(o_);
