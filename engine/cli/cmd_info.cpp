@@ -14,7 +14,8 @@ namespace {
 
 void print_info(const std::string& what) {
   namespace fs = std::filesystem;
-  bool is_dir = fs::is_directory(what);
+  // A name with a path separator is a directory the user meant, even if it does not exist.
+  bool is_dir = fs::is_directory(what) || what.find('/') != std::string::npos;
   BertConfig c = is_dir ? read_model_config(what) : BertConfig::named(what);
   const bool pooler = true;
   std::printf("model        %s\n", what.c_str());
