@@ -380,6 +380,21 @@ TEST_F(Trainer, BadInputIsAClearErrorWithNonZeroExit) {
                    "--on-divergence");
 }
 
+TEST_F(Trainer, InfoDescribesAModelDirectory) {
+  std::string model = make_model(3);
+  CommandResult r = run_engine("info " + model);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  BertConfig c = read_model_config(model);
+  EXPECT_NE(r.output.find("parameters   " + std::to_string(c.parameter_count(true, 3))), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("with a classifier head"), std::string::npos) << r.output;
+  expect_cli_error("info " + (dir_ / "missing").string(), "does not exist");
+  expect_cli_error("info bert-huge", "unknown named config");
+  CommandResult help = run_engine("--help");
+  EXPECT_EQ(help.exit_code, 0);
+  for (const char* cmd : {"info", "finetune", "eval", "predict", "tokenize", "bench"})
+    EXPECT_NE(help.output.find(cmd), std::string::npos) << cmd << " missing from --help";
+}
+
 // Real rows from ../shared/data with the real uncased vocabulary, one test per task: a tiny random
 // model's training loss falls. `lines` is how many lines of the file to train on (a CoNLL cut
 // ends at a blank line).
