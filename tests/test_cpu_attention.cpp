@@ -25,6 +25,13 @@ struct AttnCase {
   float p;
 };
 
+// Printed by gtest (and so in ctest test names) instead of the struct's bytes.
+void PrintTo(const AttnCase& c, std::ostream* os) {
+  *os << "lengths";
+  for (int32_t l : c.lengths) *os << "_" << l;
+  *os << " heads " << c.heads << " d " << c.head_dim << " p " << c.p;
+}
+
 struct Batch {
   std::vector<int32_t> cu{0};
   BatchShape shape;

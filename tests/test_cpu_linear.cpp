@@ -68,6 +68,8 @@ struct MlpCase {
   int64_t N, in, mid, out;
 };
 
+void PrintTo(const MlpCase& c, std::ostream* os) { *os << "N " << c.N << " in " << c.in << " mid " << c.mid << " out " << c.out; }
+
 class CpuLinearMlp : public ::testing::TestWithParam<MlpCase> {};
 
 // y = gelu(x W1^T + b1) W2^T + b2, L = sum(y * R).

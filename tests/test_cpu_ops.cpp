@@ -153,6 +153,8 @@ struct LnCase {
   float p;
 };
 
+void PrintTo(const LnCase& c, std::ostream* os) { *os << "T " << c.T << " H " << c.H << " p " << c.p; }
+
 class CpuAddDropoutLayernorm : public ::testing::TestWithParam<LnCase> {};
 
 TEST_P(CpuAddDropoutLayernorm, GradientsMatchFiniteDifferences) {

@@ -271,6 +271,9 @@ std::vector<Case> all_cases() {
   return cases;
 }
 
+// Printed by gtest (and so in ctest test names): the case name, not the struct's bytes.
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
+
 class AttentionVsCpu : public ::testing::TestWithParam<Case> {};
 
 TEST_P(AttentionVsCpu, FlashForwardBackward) {
