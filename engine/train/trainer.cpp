@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -166,7 +167,7 @@ class Trainer {
   void setup();
   void evaluate_and_checkpoint(bool epoch_end, bool final_step);
   void save_checkpoint();
-  void save_model(const std::string& dir);
+  void save_model(const std::string& dir, std::function<void(const std::string&)> extra_files = {});
   void restore(const std::string& dir);
   void append_metrics(nlohmann::json event);
   void prune_checkpoints();
@@ -344,19 +345,18 @@ nlohmann::json Trainer::trainer_state() const {
           {"fingerprint", resume_fingerprint(o_, backend_name_, act_)}};
 }
 
-void Trainer::save_model(const std::string& dir) {
+void Trainer::save_model(const std::string& dir, std::function<void(const std::string&)> extra_files) {
   SaveOptions so;
   so.vocab_path = vocab_path_;
   so.do_lower_case = tok_->lowercase();
+  so.extra_files = std::move(extra_files);
   save_pretrained(*model_, dir, so);
 }
 
 void Trainer::save_checkpoint() {
   std::string dir = (fs::path(o_.output_dir) / ("checkpoint-" + std::to_string(step_))).string();
-  SaveOptions so;
-  so.vocab_path = vocab_path_;
-  so.do_lower_case = tok_->lowercase();
-  so.extra_files = [this](const std::string& staged) {
+  // The model directory plus the training state, staged and swapped in together.
+  save_model(dir, [this](const std::string& staged) {
     Tensor m = model_->params().adam_m(), v = model_->params().adam_v();
     std::vector<float> hm(size_t(m.numel())), hv(size_t(v.numel()));
     backend_->copy_to_host(hm.data(), m);
@@ -364,8 +364,7 @@ void Trainer::save_checkpoint() {
     io::write_safetensors((fs::path(staged) / "optimizer.safetensors").string(),
                           {{"adam_m", DType::f32, {m.numel()}, hm.data()}, {"adam_v", DType::f32, {v.numel()}, hv.data()}});
     io::write_file_atomic((fs::path(staged) / "trainer_state.json").string(), trainer_state().dump(2) + "\n");
-  };
-  save_pretrained(*model_, dir, so);
+  });
   prune_checkpoints();
 }
 
