@@ -65,6 +65,8 @@ class BertModel {
   void backward();
   // Mean loss of the last forward over the rows counted (reads from the device: do it when logging).
   float loss();
+  // Rows of the current batch that count in the loss (labelled sequences, or tokens not ignored).
+  int64_t counted_rows() const { return counted_rows_; }
   // Logits of the last forward on the host, [rows, num_labels] row-major: rows are sequences, or
   // tokens for token classification.
   std::vector<float> logits();

@@ -215,14 +215,8 @@ Predictions predict(BertModel& model, const TaskData& data, const LabelMap& labe
     std::vector<float> logits = model.logits();
     if (data.has_labels) {
       // loss() is the mean over counted rows; weight it back to a sum for the data set's mean.
-      int64_t rows = 0;
-      if (data.task == Task::tokens) {
-        for (int32_t l : b.token_labels) rows += l >= 0;
-      } else {
-        rows = b.sequences;
-      }
-      loss_sum += double(model.loss()) * double(rows);
-      loss_rows += rows;
+      loss_sum += double(model.loss()) * double(model.counted_rows());
+      loss_rows += model.counted_rows();
     }
     for (int64_t s = 0; s < b.sequences; ++s) {
       const int64_t example = b.example_index[s];
