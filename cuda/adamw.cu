@@ -116,7 +116,7 @@ void launch_adamw(float* params, const float* grads, float* m, float* v, W* work
   if constexpr (!std::is_void_v<W>) aligned = aligned && aligned_to(working, 4 * sizeof(W));
   int64_t blocks = ceil_div(ceil_div(n, 4), kThreads);
   blocks = blocks < 1 ? 1 : (blocks > 65535 * 8 ? 65535 * 8 : blocks);
-  adamw_kernel<W><<<unsigned(blocks), kThreads, 0, stream>>>(params, grads, m, v, working, norm, n, c, aligned);
+  launch<adamw_kernel<W>>(unsigned(blocks), kThreads, 0, stream, params, grads, m, v, working, norm, n, c, aligned);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -126,9 +126,9 @@ size_t global_norm_scratch_bytes() { return kNormBlocks * sizeof(double); }
 
 void global_norm(float* norm, const float* grads, int64_t n, void* scratch, cudaStream_t stream) {
   double* partials = static_cast<double*>(scratch);
-  sum_squares_kernel<<<kNormBlocks, kNormThreads, 0, stream>>>(partials, grads, n, aligned_to(grads, 16));
+  launch<sum_squares_kernel>(kNormBlocks, kNormThreads, 0, stream, partials, grads, n, aligned_to(grads, 16));
   CUDA_CHECK_LAUNCH();
-  finish_norm_kernel<<<1, kNormBlocks, 0, stream>>>(norm, partials);
+  launch<finish_norm_kernel>(1, kNormBlocks, 0, stream, norm, partials);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -33,6 +33,8 @@
 #include <cstdint>
 
 #include "cuda/attention.h"
+#include "cuda/launch.cuh"
+#include "cuda/ptx.cuh"
 #include "engine/error.h"
 #include "engine/philox.h"
 
@@ -53,53 +55,6 @@ template <int D>
 struct Pad {
   static constexpr int ld = D + 8;
 };
-
-// ---------------------------------------------------------------------------------------------
-// PTX wrappers
-// ---------------------------------------------------------------------------------------------
-
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// 16-byte async copy global -> shared; when !valid nothing is read and the 16 bytes are zeroed
-// (src-size 0). src must still be a mapped address, callers pass a row known to be in range.
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
-               "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-
-__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const void* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(p)));
-}
-__device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], const void* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(p)));
-}
-
-// c += a * b on one 16x8x16 tile: a row-major 16x16 bf16, b 16x8 bf16 ("col": k pairs per n), c f32.
-__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// 2^x in one MUFU instruction; ex2.approx(-inf) = +0, which the masking relies on.
-__device__ __forceinline__ float fast_exp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
 
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (low half) = lo: the lower column
@@ -331,7 +286,7 @@ __global__ void __launch_bounds__(kThreads, MinBlocks<D>::fwd) flash_fwd(FlashPa
   const int q_begin = blockIdx.x * kTile;
   if (q_begin >= len) return;  // this sequence is shorter than the longest one
 
-  extern __shared__ __align__(16) unsigned char smem_raw[];
+  unsigned char* smem_raw = dynamic_smem<unsigned char>();
   bf16* sQ = reinterpret_cast<bf16*>(smem_raw);
   bf16* sK = sQ + kTile * LD;      // [2][kTile][LD]
   bf16* sV = sK + 2 * kTile * LD;  // [2][kTile][LD]
@@ -515,7 +470,7 @@ __global__ void __launch_bounds__(kThreads, MinBlocks<D>::dkdv) flash_bwd_dkdv(F
   const int k_begin = blockIdx.x * kTile;
   if (k_begin >= len) return;
 
-  extern __shared__ __align__(16) unsigned char smem_raw[];
+  unsigned char* smem_raw = dynamic_smem<unsigned char>();
   bf16* sK = reinterpret_cast<bf16*>(smem_raw);  // [kTile][LD]
   bf16* sV = sK + kTile * LD;                     // [kTile][LD]
   bf16* sQ = sV + kTile * LD;                     // [2][BQ][LD]
@@ -647,7 +602,7 @@ __global__ void __launch_bounds__(kThreads, MinBlocks<D>::dq) flash_bwd_dq(Flash
   const int q_begin = blockIdx.x * kTile;
   if (q_begin >= len) return;
 
-  extern __shared__ __align__(16) unsigned char smem_raw[];
+  unsigned char* smem_raw = dynamic_smem<unsigned char>();
   bf16* sQ = reinterpret_cast<bf16*>(smem_raw);
   bf16* sdO = sQ + kTile * LD;
   bf16* sK = sdO + kTile * LD;     // [2][kTile][LD]
@@ -796,7 +751,7 @@ void forward(const AttentionArgs& a, cudaStream_t stream) {
   const dim3 grid((a.max_seqlen + kTile - 1) / kTile, a.heads, a.sequences);
   constexpr int smem = fwd_smem_bytes<D>();
   set_smem(flash_fwd<D>, smem, "attention_flash_forward");
-  flash_fwd<D><<<grid, kThreads, smem, stream>>>(make_params(a));
+  launch<flash_fwd<D>>(grid, kThreads, smem, stream, make_params(a));
   check_launch("attention_flash_forward");
 }
 
@@ -806,18 +761,18 @@ void backward(const AttentionArgs& a, cudaStream_t stream) {
   p.dsum = static_cast<float*>(a.workspace);
   const int64_t rows = a.tokens * a.heads;
   const int64_t threads = rows * (D / 8);
-  flash_bwd_dot<D><<<unsigned((threads + 255) / 256), 256, 0, stream>>>(p, rows);
+  launch<flash_bwd_dot<D>>(unsigned((threads + 255) / 256), 256, 0, stream, p, rows);
   check_launch("attention_flash_backward (dot)");
 
   const dim3 grid((a.max_seqlen + kTile - 1) / kTile, a.heads, a.sequences);
   constexpr int smem_kv = DkdvCfg<D>::smem_bytes;
   set_smem(flash_bwd_dkdv<D>, smem_kv, "attention_flash_backward");
-  flash_bwd_dkdv<D><<<grid, kThreads, smem_kv, stream>>>(p);
+  launch<flash_bwd_dkdv<D>>(grid, kThreads, smem_kv, stream, p);
   check_launch("attention_flash_backward (dK, dV)");
 
   constexpr int smem_q = dq_smem_bytes<D>();
   set_smem(flash_bwd_dq<D>, smem_q, "attention_flash_backward");
-  flash_bwd_dq<D><<<grid, kThreads, smem_q, stream>>>(p);
+  launch<flash_bwd_dq<D>>(grid, kThreads, smem_q, stream, p);
   check_launch("attention_flash_backward (dQ)");
 }
 
@@ -888,7 +843,7 @@ __global__ void cudnn_stats_kernel(float* stats, float* lse, const int32_t* cu, 
 
 void attention_cudnn_prepare(const int32_t* cu_seqlens, int sequences, int32_t qkv_row, int32_t o_row,
                              int32_t* seqlen, int32_t* off_qkv, int32_t* off_o, cudaStream_t stream) {
-  cudnn_prepare_kernel<<<(sequences + 1 + 255) / 256, 256, 0, stream>>>(cu_seqlens, sequences, qkv_row, o_row, seqlen,
+  launch<cudnn_prepare_kernel>((sequences + 1 + 255) / 256, 256, 0, stream, cu_seqlens, sequences, qkv_row, o_row, seqlen,
                                                                         off_qkv, off_o);
   check_launch("attention_cudnn (prepare)");
 }
@@ -896,7 +851,7 @@ void attention_cudnn_prepare(const int32_t* cu_seqlens, int sequences, int32_t q
 void attention_cudnn_stats(float* stats, float* lse, const int32_t* cu_seqlens, int sequences, int heads,
                            int max_seqlen, bool to_packed, cudaStream_t stream) {
   const dim3 grid((max_seqlen + 127) / 128, sequences);
-  cudnn_stats_kernel<<<grid, 128, 0, stream>>>(stats, lse, cu_seqlens, heads, max_seqlen, to_packed);
+  launch<cudnn_stats_kernel>(grid, 128, 0, stream, stats, lse, cu_seqlens, heads, max_seqlen, to_packed);
   check_launch("attention_cudnn (stats)");
 }
 

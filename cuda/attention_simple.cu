@@ -63,7 +63,7 @@ __device__ __forceinline__ float drop_factor(const Dims& m, int64_t q_token, int
 template <typename T>
 __global__ void __launch_bounds__(kThreads) forward_kernel(T* out, float* lse, const T* qkv, const int32_t* cu,
                                                            Dims m) {
-  extern __shared__ float smem[];
+  float* smem = dynamic_smem<float>();
   __shared__ float red[kWarp];
   const int64_t t = blockIdx.x;
   const int h = blockIdx.y;
@@ -99,7 +99,7 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(T* out, float* lse, c
 template <typename T>
 __global__ void __launch_bounds__(kThreads) dq_kernel(T* dqkv, float* D, const T* qkv, const T* dout,
                                                       const float* lse, const int32_t* cu, Dims m) {
-  extern __shared__ float smem[];
+  float* smem = dynamic_smem<float>();
   __shared__ float red[kWarp];
   const int64_t t = blockIdx.x;
   const int h = blockIdx.y;
@@ -136,7 +136,7 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(T* dqkv, float* D, const T
 template <typename T>
 __global__ void __launch_bounds__(kThreads) dkv_kernel(T* dqkv, const float* D, const T* qkv, const T* dout,
                                                        const float* lse, const int32_t* cu, Dims m) {
-  extern __shared__ float smem[];
+  float* smem = dynamic_smem<float>();
   const int64_t t = blockIdx.x;
   const int h = blockIdx.y;
   const Sequence seq = find_sequence(cu, m.B, t);
@@ -192,7 +192,7 @@ void forward(const AttentionArgs& a, cudaStream_t stream) {
   const Dims m = dims_of(a);
   const size_t smem = size_t(m.d + a.max_seqlen) * sizeof(float);
   allow_smem(forward_kernel<T>, smem);
-  forward_kernel<T><<<dim3(unsigned(a.tokens), unsigned(a.heads)), kThreads, smem, stream>>>(
+  launch<forward_kernel<T>>(dim3(unsigned(a.tokens), unsigned(a.heads)), kThreads, smem, stream,
       static_cast<T*>(a.out), a.lse, static_cast<const T*>(a.qkv), a.cu_seqlens, m);
   CUDA_CHECK_LAUNCH();
 }
@@ -207,10 +207,10 @@ void backward(const AttentionArgs& a, cudaStream_t stream) {
   const dim3 grid(unsigned(a.tokens), unsigned(a.heads));
   allow_smem(dq_kernel<T>, smem);
   allow_smem(dkv_kernel<T>, smem);
-  dq_kernel<T><<<grid, kThreads, smem, stream>>>(static_cast<T*>(a.dqkv), D, static_cast<const T*>(a.qkv),
+  launch<dq_kernel<T>>(grid, kThreads, smem, stream, static_cast<T*>(a.dqkv), D, static_cast<const T*>(a.qkv),
                                                  static_cast<const T*>(a.dout), a.lse, a.cu_seqlens, m);
   CUDA_CHECK_LAUNCH();
-  dkv_kernel<T><<<grid, kThreads, smem, stream>>>(static_cast<T*>(a.dqkv), D, static_cast<const T*>(a.qkv),
+  launch<dkv_kernel<T>>(grid, kThreads, smem, stream, static_cast<T*>(a.dqkv), D, static_cast<const T*>(a.qkv),
                                                   static_cast<const T*>(a.dout), a.lse, a.cu_seqlens, m);
   CUDA_CHECK_LAUNCH();
 }

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 
+#include "cuda/launch.cuh"
 #include "engine/philox.h"
 
 namespace engine::cuda {

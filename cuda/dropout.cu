@@ -41,12 +41,12 @@ __global__ void dropout_kernel(T* y, const T* x, int64_t n, uint32_t threshold, 
 }
 
 template <typename T>
-void launch(T* y, const T* x, int64_t n, float p, DropoutRng rng, cudaStream_t stream) {
+void run(T* y, const T* x, int64_t n, float p, DropoutRng rng, cudaStream_t stream) {
   const bool aligned = aligned_to(y, 16) && aligned_to(x, 16);
   int64_t blocks = ceil_div(ceil_div(n, kGroup), kThreads);
   blocks = blocks < 1 ? 1 : (blocks > 65535 * 4 ? 65535 * 4 : blocks);
   const float keep_scale = float(1.0 / (1.0 - double(p)));  // as cpu::dropout_scale
-  dropout_kernel<<<int(blocks), kThreads, 0, stream>>>(y, x, n, dropout_threshold(p), keep_scale, rng, aligned);
+  launch<dropout_kernel<T>>(int(blocks), kThreads, 0, stream, y, x, n, dropout_threshold(p), keep_scale, rng, aligned);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -59,9 +59,9 @@ void dropout(DType act, void* y, const void* x, int64_t n, float p, DropoutRng r
     return;
   }
   if (act == DType::bf16)
-    launch(static_cast<__nv_bfloat16*>(y), static_cast<const __nv_bfloat16*>(x), n, p, rng, stream);
+    run(static_cast<__nv_bfloat16*>(y), static_cast<const __nv_bfloat16*>(x), n, p, rng, stream);
   else
-    launch(static_cast<float*>(y), static_cast<const float*>(x), n, p, rng, stream);
+    run(static_cast<float*>(y), static_cast<const float*>(x), n, p, rng, stream);
 }
 
 }  // namespace engine::cuda

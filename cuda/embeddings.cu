@@ -183,7 +183,7 @@ void table_backward(float* table, int64_t rows, const int32_t* ids, const Backwa
                     cudaStream_t stream) {
   if (rows <= kDenseTableRows) {
     const int64_t chunks = ceil_div(T, kDenseChunkTokens);
-    dense_partials_kernel<<<unsigned(chunks), 256, 0, stream>>>(s.partials, s.ds, ids, int(rows), T, int(H));
+    launch<dense_partials_kernel>(unsigned(chunks), 256, 0, stream, s.partials, s.ds, ids, int(rows), T, int(H));
     CUDA_CHECK_LAUNCH();
     column_sum_f32(table, s.partials, chunks, rows * H, rows * H, true, stream);
     return;
@@ -197,9 +197,9 @@ void table_backward(float* table, int64_t rows, const int32_t* ids, const Backwa
   const bool vec = H % 4 == 0 && aligned_to(table, 16);  // ds rows are (scratch is 256-aligned)
   const int threads = int(std::min<int64_t>(256, ceil_div(ceil_div(H, vec ? 4 : 1), kWarp) * kWarp));
   if (vec)
-    run_sum_kernel<4><<<unsigned(T), threads, 0, stream>>>(table, rows, s.ds, s.sorted_ids, s.sorted_tokens, T, int(H));
+    launch<run_sum_kernel<4>>(unsigned(T), threads, 0, stream, table, rows, s.ds, s.sorted_ids, s.sorted_tokens, T, int(H));
   else
-    run_sum_kernel<1><<<unsigned(T), threads, 0, stream>>>(table, rows, s.ds, s.sorted_ids, s.sorted_tokens, T, int(H));
+    launch<run_sum_kernel<1>>(unsigned(T), threads, 0, stream, table, rows, s.ds, s.sorted_ids, s.sorted_tokens, T, int(H));
   CUDA_CHECK_LAUNCH();
 }
 
@@ -212,7 +212,7 @@ void forward(T* y, T* s, float* mean, float* rstd, const int32_t* ids, const int
                       aligned_to(type, 16) && aligned_to(gamma, 16) && aligned_to(beta, 16);
   const unsigned grid = unsigned(ceil_div(rows, kWarpsPerBlock));
   with_row_shape<T>(H, vec_ok, [&](auto shape) {
-    embeddings_forward_kernel<T, decltype(shape)><<<grid, kThreads, 0, stream>>>(
+    launch<embeddings_forward_kernel<T, decltype(shape)>>(grid, kThreads, 0, stream,
         y, s, mean, rstd, ids, pos_ids, type_ids, word, int(word_rows), pos, int(pos_rows), type, int(type_rows),
         gamma, beta, rows, int(H), eps);
   });
@@ -254,7 +254,7 @@ void embeddings_backward(DType act, float* dword, int64_t word_rows, float* dpos
   ENGINE_CHECK(sc.total <= scratch_bytes, "embeddings_backward: scratch of ", scratch_bytes, " bytes, needs ",
                sc.total);
   layernorm_backward_f32_ds(act, sc.ds, dgamma, dbeta, dy, s, mean, rstd, gamma, T, H, sc.partials, stream);
-  iota_kernel<<<unsigned(ceil_div(T, 256)), 256, 0, stream>>>(sc.tokens, T);
+  launch<iota_kernel>(unsigned(ceil_div(T, 256)), 256, 0, stream, sc.tokens, T);
   CUDA_CHECK_LAUNCH();
   table_backward(dword, word_rows, ids, sc, T, H, stream);
   table_backward(dpos, pos_rows, pos_ids, sc, T, H, stream);

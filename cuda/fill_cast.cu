@@ -62,13 +62,13 @@ void cast_from(D* dst, const void* src, DType src_dtype, int64_t n, cudaStream_t
   const bool aligned = aligned_to(dst, sizeof(D) * kPerThread) && aligned_to(src, dtype_size(src_dtype) * kPerThread);
   switch (src_dtype) {
     case DType::f32:
-      cast_kernel<<<grid_for(n), kThreads, 0, stream>>>(dst, static_cast<const float*>(src), n, aligned);
+      launch<cast_kernel<D, float>>(grid_for(n), kThreads, 0, stream, dst, static_cast<const float*>(src), n, aligned);
       break;
     case DType::bf16:
-      cast_kernel<<<grid_for(n), kThreads, 0, stream>>>(dst, static_cast<const __nv_bfloat16*>(src), n, aligned);
+      launch<cast_kernel<D, __nv_bfloat16>>(grid_for(n), kThreads, 0, stream, dst, static_cast<const __nv_bfloat16*>(src), n, aligned);
       break;
     case DType::f16:
-      cast_kernel<<<grid_for(n), kThreads, 0, stream>>>(dst, static_cast<const __half*>(src), n, aligned);
+      launch<cast_kernel<D, __half>>(grid_for(n), kThreads, 0, stream, dst, static_cast<const __half*>(src), n, aligned);
       break;
     case DType::i32: fail("cast: cannot cast i32 to a float type");
   }
@@ -81,15 +81,15 @@ void fill(void* x, DType dtype, int64_t n, float value, cudaStream_t stream) {
   if (n == 0) return;
   const int grid = grid_for(n * kPerThread);  // one element per thread here
   switch (dtype) {
-    case DType::f32: fill_kernel<<<grid, kThreads, 0, stream>>>(static_cast<float*>(x), n, value); break;
+    case DType::f32: launch<fill_kernel<float>>(grid, kThreads, 0, stream, static_cast<float*>(x), n, value); break;
     case DType::bf16:
-      fill_kernel<<<grid, kThreads, 0, stream>>>(static_cast<__nv_bfloat16*>(x), n, __float2bfloat16_rn(value));
+      launch<fill_kernel<__nv_bfloat16>>(grid, kThreads, 0, stream, static_cast<__nv_bfloat16*>(x), n, __float2bfloat16_rn(value));
       break;
     case DType::f16:
-      fill_kernel<<<grid, kThreads, 0, stream>>>(static_cast<__half*>(x), n, __float2half_rn(value));
+      launch<fill_kernel<__half>>(grid, kThreads, 0, stream, static_cast<__half*>(x), n, __float2half_rn(value));
       break;
     case DType::i32:
-      fill_kernel<<<grid, kThreads, 0, stream>>>(static_cast<int32_t*>(x), n, int32_t(value));
+      launch<fill_kernel<int32_t>>(grid, kThreads, 0, stream, static_cast<int32_t*>(x), n, int32_t(value));
       break;
   }
   CUDA_CHECK_LAUNCH();
@@ -111,7 +111,7 @@ void cast(void* dst, DType dst_dtype, const void* src, DType src_dtype, int64_t 
 
 void add_inplace_f32(float* dst, const float* src, int64_t n, cudaStream_t stream) {
   if (n == 0) return;
-  add_f32_kernel<<<grid_for(n * kPerThread), kThreads, 0, stream>>>(dst, src, n);
+  launch<add_f32_kernel>(grid_for(n * kPerThread), kThreads, 0, stream, dst, src, n);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -44,17 +44,17 @@ __global__ void gelu_kernel(T* out, const T* pre, int64_t n, bool aligned) {
 }
 
 template <bool BACKWARD>
-void launch(DType act, void* out, const void* pre, int64_t n, cudaStream_t stream) {
+void run(DType act, void* out, const void* pre, int64_t n, cudaStream_t stream) {
   if (n == 0) return;
   const bool aligned = aligned_to(out, 16) && aligned_to(pre, 16);
   const int64_t per_thread = 16 / int64_t(dtype_size(act));
   int64_t blocks = ceil_div(ceil_div(n, per_thread), kThreads);
   blocks = blocks < 1 ? 1 : (blocks > 65535 * 4 ? 65535 * 4 : blocks);
   if (act == DType::bf16)
-    gelu_kernel<__nv_bfloat16, BACKWARD><<<unsigned(blocks), kThreads, 0, stream>>>(
+    launch<gelu_kernel<__nv_bfloat16, BACKWARD>>(unsigned(blocks), kThreads, 0, stream,
         static_cast<__nv_bfloat16*>(out), static_cast<const __nv_bfloat16*>(pre), n, aligned);
   else
-    gelu_kernel<float, BACKWARD><<<unsigned(blocks), kThreads, 0, stream>>>(
+    launch<gelu_kernel<float, BACKWARD>>(unsigned(blocks), kThreads, 0, stream,
         static_cast<float*>(out), static_cast<const float*>(pre), n, aligned);
   CUDA_CHECK_LAUNCH();
 }
@@ -62,11 +62,11 @@ void launch(DType act, void* out, const void* pre, int64_t n, cudaStream_t strea
 }  // namespace
 
 void gelu_forward(DType act, void* y, const void* pre, int64_t n, cudaStream_t stream) {
-  launch<false>(act, y, pre, n, stream);
+  run<false>(act, y, pre, n, stream);
 }
 
 void gelu_backward_inplace(DType act, void* dx, const void* pre, int64_t n, cudaStream_t stream) {
-  launch<true>(act, dx, pre, n, stream);
+  run<true>(act, dx, pre, n, stream);
 }
 
 }  // namespace engine::cuda

@@ -59,7 +59,7 @@ __global__ void __launch_bounds__(kThreads) layernorm_backward_kernel(
     TDS* ds_out, T* d_branch, float* partials, const T* dy, const T* s, const float* mean, const float* rstd,
     const T* gamma, int64_t rows, int H, uint32_t threshold, float keep_scale, DropoutRng rng) {
   constexpr int VEC = Shape::vec, ITEMS = Shape::items;
-  extern __shared__ float smem[];  // 2H floats
+  float* smem = dynamic_smem<float>();  // 2H floats
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const int64_t warps_total = int64_t(gridDim.x) * kWarpsPerBlock;
   float dg[ITEMS][VEC] = {}, db[ITEMS][VEC] = {};
@@ -93,7 +93,7 @@ void forward(T* y, T* s, float* mean, float* rstd, const T* branch, const T* res
   const float keep_scale = float(1.0 / (1.0 - double(p)));
   const unsigned grid = unsigned(ceil_div(rows, kWarpsPerBlock));
   with_row_shape<T>(H, vec_ok, [&](auto shape) {
-    add_dropout_layernorm_forward_kernel<T, decltype(shape)><<<grid, kThreads, 0, stream>>>(
+    launch<add_dropout_layernorm_forward_kernel<T, decltype(shape)>>(grid, kThreads, 0, stream,
         y, s, mean, rstd, branch, residual, gamma, beta, rows, int(H), eps, threshold, keep_scale, rng);
   });
   CUDA_CHECK_LAUNCH();
@@ -112,7 +112,7 @@ void backward(TDS* ds, T* d_branch, float* dgamma, float* dbeta, const T* dy, co
   float* partials = static_cast<float*>(scratch);
   const size_t smem = size_t(2 * H) * sizeof(float);
   with_row_shape<T>(H, vec_ok, [&](auto shape) {
-    layernorm_backward_kernel<T, TDS, decltype(shape)><<<unsigned(blocks), kThreads, smem, stream>>>(
+    launch<layernorm_backward_kernel<T, TDS, decltype(shape)>>(unsigned(blocks), kThreads, smem, stream,
         ds, d_branch, partials, dy, s, mean, rstd, gamma, rows, int(H), threshold, keep_scale, rng);
   });
   CUDA_CHECK_LAUNCH();

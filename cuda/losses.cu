@@ -102,9 +102,9 @@ void launch_ce(float* losses, T* dlogits, const T* logits, const int32_t* labels
   const int64_t per_thread = vec ? V : 1;
   const int threads = int(std::min<int64_t>(512, ceil_div(ceil_div(C, per_thread), kWarp) * kWarp));
   if (vec)
-    cross_entropy_kernel<T, V><<<unsigned(N), threads, 0, stream>>>(losses, dlogits, logits, labels, C, scale);
+    launch<cross_entropy_kernel<T, V>>(unsigned(N), threads, 0, stream, losses, dlogits, logits, labels, C, scale);
   else
-    cross_entropy_kernel<T, 1><<<unsigned(N), threads, 0, stream>>>(losses, dlogits, logits, labels, C, scale);
+    launch<cross_entropy_kernel<T, 1>>(unsigned(N), threads, 0, stream, losses, dlogits, logits, labels, C, scale);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -126,11 +126,11 @@ void mse(DType act, float* losses, void* dpred, const void* pred, const float* t
   if (N == 0) return;
   const unsigned blocks = unsigned(ceil_div(N, 256));
   if (act == DType::bf16)
-    mse_kernel<<<blocks, 256, 0, stream>>>(losses, static_cast<__nv_bfloat16*>(dpred),
-                                           static_cast<const __nv_bfloat16*>(pred), target, N, scale);
+    launch<mse_kernel<__nv_bfloat16>>(blocks, 256, 0, stream, losses, static_cast<__nv_bfloat16*>(dpred),
+                                      static_cast<const __nv_bfloat16*>(pred), target, N, scale);
   else
-    mse_kernel<<<blocks, 256, 0, stream>>>(losses, static_cast<float*>(dpred), static_cast<const float*>(pred),
-                                           target, N, scale);
+    launch<mse_kernel<float>>(blocks, 256, 0, stream, losses, static_cast<float*>(dpred),
+                              static_cast<const float*>(pred), target, N, scale);
   CUDA_CHECK_LAUNCH();
 }
 

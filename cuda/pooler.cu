@@ -60,11 +60,11 @@ void gather_rows(DType act, void* out, const void* x, const int32_t* rows, int64
                  cudaStream_t stream) {
   if (B == 0 || C == 0) return;
   if (act == DType::bf16)
-    gather_rows_kernel<<<unsigned(B), threads_for(C), 0, stream>>>(static_cast<bf16*>(out),
-                                                                   static_cast<const bf16*>(x), rows, C, x_rows);
+    launch<gather_rows_kernel<bf16>>(unsigned(B), threads_for(C), 0, stream, static_cast<bf16*>(out),
+                                     static_cast<const bf16*>(x), rows, C, x_rows);
   else
-    gather_rows_kernel<<<unsigned(B), threads_for(C), 0, stream>>>(static_cast<float*>(out),
-                                                                   static_cast<const float*>(x), rows, C, x_rows);
+    launch<gather_rows_kernel<float>>(unsigned(B), threads_for(C), 0, stream, static_cast<float*>(out),
+                                      static_cast<const float*>(x), rows, C, x_rows);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -72,10 +72,10 @@ void scatter_add_rows(DType act, void* dx, const void* dout, const int32_t* rows
                       int64_t x_rows, cudaStream_t stream) {
   if (B == 0 || C == 0) return;
   if (act == DType::bf16)
-    scatter_add_rows_kernel<<<unsigned(B), threads_for(C), 0, stream>>>(
+    launch<scatter_add_rows_kernel<bf16>>(unsigned(B), threads_for(C), 0, stream,
         static_cast<bf16*>(dx), static_cast<const bf16*>(dout), rows, C, x_rows);
   else
-    scatter_add_rows_kernel<<<unsigned(B), threads_for(C), 0, stream>>>(
+    launch<scatter_add_rows_kernel<float>>(unsigned(B), threads_for(C), 0, stream,
         static_cast<float*>(dx), static_cast<const float*>(dout), rows, C, x_rows);
   CUDA_CHECK_LAUNCH();
 }
@@ -83,21 +83,21 @@ void scatter_add_rows(DType act, void* dx, const void* dout, const int32_t* rows
 void tanh_forward(DType act, void* y, const void* x, int64_t n, cudaStream_t stream) {
   if (n == 0) return;
   if (act == DType::bf16)
-    tanh_kernel<bf16, false><<<blocks_for(n), 256, 0, stream>>>(static_cast<bf16*>(y), static_cast<const bf16*>(x),
-                                                                nullptr, n);
+    launch<tanh_kernel<bf16, false>>(blocks_for(n), 256, 0, stream, static_cast<bf16*>(y),
+                                     static_cast<const bf16*>(x), nullptr, n);
   else
-    tanh_kernel<float, false><<<blocks_for(n), 256, 0, stream>>>(static_cast<float*>(y),
-                                                                 static_cast<const float*>(x), nullptr, n);
+    launch<tanh_kernel<float, false>>(blocks_for(n), 256, 0, stream, static_cast<float*>(y),
+                                      static_cast<const float*>(x), nullptr, n);
   CUDA_CHECK_LAUNCH();
 }
 
 void tanh_backward(DType act, void* dx, const void* dy, const void* y, int64_t n, cudaStream_t stream) {
   if (n == 0) return;
   if (act == DType::bf16)
-    tanh_kernel<bf16, true><<<blocks_for(n), 256, 0, stream>>>(static_cast<bf16*>(dx), static_cast<const bf16*>(dy),
-                                                               static_cast<const bf16*>(y), n);
+    launch<tanh_kernel<bf16, true>>(blocks_for(n), 256, 0, stream, static_cast<bf16*>(dx),
+                                    static_cast<const bf16*>(dy), static_cast<const bf16*>(y), n);
   else
-    tanh_kernel<float, true><<<blocks_for(n), 256, 0, stream>>>(
+    launch<tanh_kernel<float, true>>(blocks_for(n), 256, 0, stream,
         static_cast<float*>(dx), static_cast<const float*>(dy), static_cast<const float*>(y), n);
   CUDA_CHECK_LAUNCH();
 }

@@ -67,7 +67,7 @@ void column_sum_f32(float* out, const float* in, int64_t rows, int64_t cols, int
                     cudaStream_t stream) {
   if (cols == 0) return;
   dim3 block(kCols, kGroups), grid(unsigned(ceil_div(cols, kCols)));
-  column_sum_f32_kernel<<<grid, block, 0, stream>>>(out, in, rows, cols, ld, accumulate);
+  launch<column_sum_f32_kernel>(grid, block, 0, stream, out, in, rows, cols, ld, accumulate);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -83,9 +83,9 @@ void column_sum_act_accumulate(float* out, DType act, const void* x, int64_t row
   float* partials = static_cast<float*>(scratch);
   dim3 block(kCols, kGroups), grid(unsigned(ceil_div(cols, kCols)), unsigned(chunks));
   if (act == DType::bf16)
-    column_partials_kernel<<<grid, block, 0, stream>>>(partials, static_cast<const __nv_bfloat16*>(x), rows, cols);
+    launch<column_partials_kernel<__nv_bfloat16>>(grid, block, 0, stream, partials, static_cast<const __nv_bfloat16*>(x), rows, cols);
   else
-    column_partials_kernel<<<grid, block, 0, stream>>>(partials, static_cast<const float*>(x), rows, cols);
+    launch<column_partials_kernel<float>>(grid, block, 0, stream, partials, static_cast<const float*>(x), rows, cols);
   CUDA_CHECK_LAUNCH();
   column_sum_f32(out, partials, chunks, cols, cols, true, stream);
 }
