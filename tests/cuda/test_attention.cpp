@@ -235,6 +235,32 @@ std::string describe(const Problem& pr) {
          std::to_string(pr.p);
 }
 
+// The most the bf16 rounding of O can move dQ (part 0) or dK (part 1). The kernel takes
+// D = rowsum(dO * O) from the O it stored in bf16, where the reference sums P dP exactly, so D_i is off
+// by up to 2^-9 sum_e |dO_ie O_ie| (half an ulp per element; doubled below for the f32 sums around
+// it), dS = P (dP - D) by P_ij times that, dQ_i = scale sum_j dS_ij K_j by scale max|dD| max|K| (P sums
+// to 1 over j) and dK_j = scale sum_i dS_ij Q_i by at most max_len times that with max|Q|. With
+// dropout, a length-1 sequence's dQ and dK (zero: dS = 0 with one key) are this noise and nothing else;
+// the sim found it, against a fixed floor of 1e-2 that held only without dropout (O = V exactly).
+double d_rounding_bound(const Problem& pr, const CpuResult& c, int part) {
+  double max_d_err = 0, max_other = 0;
+  for (int64_t t = 0; t < pr.T; ++t)
+    for (int h = 0; h < pr.heads; ++h) {
+      double sum = 0;
+      for (int e = 0; e < pr.d; ++e) {
+        const int64_t i = t * pr.H + h * pr.d + e;
+        sum += std::fabs(double(pr.dout[size_t(i)]) * double(c.out[size_t(i)]));
+      }
+      max_d_err = std::max(max_d_err, 2.0 * std::ldexp(sum, -9));
+    }
+  // dQ pairs with K (part 1 of qkv), dK with Q (part 0).
+  const int64_t other = part == 0 ? pr.H : 0;
+  for (int64_t t = 0; t < pr.T; ++t)
+    for (int64_t e = 0; e < pr.H; ++e) max_other = std::max(max_other, std::fabs(double(pr.qkv[size_t(t * 3 * pr.H + other + e)])));
+  const double rows = part == 0 ? 1.0 : double(std::max(pr.max_len, 1));
+  return double(pr.scale()) * max_d_err * max_other * rows;
+}
+
 void expect_close(const GpuResult& g, const CpuResult& c, const Problem& pr, bool backward) {
   int64_t bad = 0;
   const double e_out = rel_error(g.out, c.out, pr.T, pr.H, 0, pr.H, &bad);
@@ -244,8 +270,11 @@ void expect_close(const GpuResult& g, const CpuResult& c, const Problem& pr, boo
   if (!backward) return;
   const char* names[3] = {"dQ", "dK", "dV"};
   for (int part = 0; part < 3; ++part) {
-    // Inputs are N(0, 1), so gradients of a real sequence are far above 1e-2 at their maximum.
-    const double e = rel_error(g.dqkv, c.dqkv, pr.T, 3 * pr.H, part * pr.H, pr.H, &bad, 1e-2);
+    // Inputs are N(0, 1), so gradients of a real sequence are far above 1e-2 at their maximum. Where
+    // dQ and dK vanish in exact arithmetic (a length-1 sequence), the bf16 rounding of O is what is
+    // left: the tolerance never goes below its bound (d_rounding_bound).
+    const double floor = part == 2 ? 1e-2 : std::max(1e-2, d_rounding_bound(pr, c, part) / 2e-2);
+    const double e = rel_error(g.dqkv, c.dqkv, pr.T, 3 * pr.H, part * pr.H, pr.H, &bad, floor);
     EXPECT_LE(e, 2e-2) << describe(pr) << ": " << names[part] << ", " << bad << " non-finite";
   }
 }
