@@ -134,20 +134,24 @@ std::vector<float> train_losses(StepRun& s, const std::vector<PackedBatch>& batc
   return losses;
 }
 
+// Two random batches, alternated for ten steps: the model memorises them, so the fp32 loss on the
+// same two batches falls for every seed (ten fresh batches of random labels gave no such guarantee:
+// the first run in the sim failed it for a seed).
 TEST(CudaStep, TenBf16StepsFollowTheFp32LossCurve) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA GPU visible";
   const uint64_t seed = pick_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
+  const PackedBatch two[2] = {random_batch(rng, tiny_config()), random_batch(rng, tiny_config())};
   std::vector<PackedBatch> batches;
-  for (int i = 0; i < 10; ++i) batches.push_back(random_batch(rng, tiny_config()));
+  for (int i = 0; i < 10; ++i) batches.push_back(two[i % 2]);
   StepRun f32 = make("cuda", DType::f32, "simple", seed), bf16 = make("cuda", DType::bf16, "flash", seed);
   std::vector<float> a = train_losses(f32, batches, seed), b = train_losses(bf16, batches, seed);
   for (size_t i = 0; i < a.size(); ++i) {
     ASSERT_TRUE(std::isfinite(b[i])) << "step " << i;
     EXPECT_LT(std::fabs(a[i] - b[i]), 0.05 * std::fabs(a[i]) + 0.02) << "step " << i << ": fp32 " << a[i] << ", bf16 " << b[i];
   }
-  EXPECT_LT(a.back(), a.front()) << "the fp32 loss should fall over ten steps on repeated small batches";
+  EXPECT_LT(a[8] + a[9], 0.9 * (a[0] + a[1])) << "the fp32 loss on the same two batches should fall";
 }
 
 TEST(CudaStep, TwentyStepsAreBitwiseDeterministic) {
