@@ -77,7 +77,8 @@ double scaled_error(const std::vector<float>& a, const std::vector<float>& ref) 
   return scale > 0 ? err / scale : err;
 }
 
-void compare_step(DType act, const std::string& attention, double logits_tol, double grad_tol) {
+// qk_grad_tol: the tolerance of the query and key weights and biases, whose gradients come from dS.
+void compare_step(DType act, const std::string& attention, double logits_tol, double grad_tol, double qk_grad_tol) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA GPU visible";
   const uint64_t seed = pick_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
@@ -108,16 +109,24 @@ void compare_step(DType act, const std::string& attention, double logits_tol, do
     double err = scaled_error(gpu.model->params().grad_host(*gpu.backend, p.name),
                               cpu.model->params().grad_host(*cpu.backend, p.name));
     if (p.name.find("attention.self.key.bias") != std::string::npos) continue;  // analytically zero
-    EXPECT_LT(err, grad_tol) << "gradient of " << p.name;
+    const bool qk = p.name.find("attention.self.query") != std::string::npos ||
+                    p.name.find("attention.self.key") != std::string::npos;
+    EXPECT_LT(err, qk ? qk_grad_tol : grad_tol) << "gradient of " << p.name;
   }
 }
 
 // fp32: the CPU accumulates in double, cuBLASLt in f32 in another order: a few f32 ulps at the
 // tensor's scale, compounded over two layers.
-TEST(CudaStep, Fp32MatchesCpu) { compare_step(DType::f32, "simple", 5e-5, 1e-4); }
+TEST(CudaStep, Fp32MatchesCpu) { compare_step(DType::f32, "simple", 5e-5, 1e-4, 1e-4); }
 // bf16 activations: 8 bits of mantissa per stored activation, rounded at every op.
-TEST(CudaStep, Bf16FlashWithinTolerance) { compare_step(DType::bf16, "flash", 3e-2, 6e-2); }
-TEST(CudaStep, Bf16SimpleAttentionWithinTolerance) { compare_step(DType::bf16, "simple", 3e-2, 6e-2); }
+// The fused kernel also rounds dS to bf16 as the operand of dQ = dS K and dK = dS^T Q (as
+// FlashAttention-2 does). Rounding breaks sum_j dS_ij = 0, and where attention is near uniform (small
+// initial weights) and the keys share a common part, dQ and dK are small differences of large terms:
+// the sim measured up to 7.8% on the query weights for one seed in ~40 (the simple kernel, dS in
+// f32: 1.7% on the same seed), typically 2-3%. Their tolerance is 12e-2; test_attention checks the
+// kernel's dQ and dK at 2e-2 on N(0, 1) inputs.
+TEST(CudaStep, Bf16FlashWithinTolerance) { compare_step(DType::bf16, "flash", 3e-2, 6e-2, 12e-2); }
+TEST(CudaStep, Bf16SimpleAttentionWithinTolerance) { compare_step(DType::bf16, "simple", 3e-2, 6e-2, 6e-2); }
 
 std::vector<float> train_losses(StepRun& s, const std::vector<PackedBatch>& batches, uint64_t seed) {
   Optimizer opt(*s.backend, s.model->params(), AdamWConfig{});
