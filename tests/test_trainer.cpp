@@ -17,6 +17,7 @@
 
 #include "engine/io/safetensors.h"
 #include "engine/model/checkpoint.h"
+#include "engine/train/default_run.h"
 #include "engine/train/synthetic.h"
 #include "engine/train/trainer.h"
 
@@ -451,6 +452,44 @@ TEST(TrainerRealData, Sst2ClassifyLossFalls) { real_data_loss_falls("classify", 
 TEST(TrainerRealData, MrpcPairsLossFalls) { real_data_loss_falls("classify", "mrpc/train.tsv", 201); }
 TEST(TrainerRealData, StsbRegressionLossFalls) { real_data_loss_falls("regress", "stsb/train.tsv", 201); }
 TEST(TrainerRealData, Conll2003TokensLossFalls) { real_data_loss_falls("tokens", "conll2003/train.txt", 2000); }
+
+// The embedded default (`engine finetune` with no arguments) is a trainer run: its loss falls, its
+// dev accuracy is far above chance (about half the sentences are positive), it logs every step,
+// and its output directory holds a model that `engine predict` loads with its vocabulary.
+TEST(EmbeddedDefault, LearnsTheSyntheticTaskThroughTheTrainer) {
+  FinetuneOptions o = embedded_default_options();
+  o.max_steps = 150;
+  o.seed = pick_seed() % 100000;
+  SCOPED_TRACE("seed " + std::to_string(o.seed) + " (rerun with ENGINE_TEST_SEED=" + std::to_string(o.seed) + ")");
+  fs::path dir = fs::temp_directory_path() / ("engine_test_default_" + unique_suffix());
+  o.output_dir = dir.string();
+  std::ostringstream log;
+  FinetuneResult r = run_embedded_default(o, log);
+  SCOPED_TRACE(log.str());
+  EXPECT_EQ(r.steps, 150);
+  expect_loss_falls(dir / "metrics.jsonl");
+  EXPECT_GT(r.dev_metrics.at("accuracy"), 0.8);
+  EXPECT_NE(log.str().find("step 150/150"), std::string::npos);
+  EXPECT_NE(log.str().find("dev accuracy"), std::string::npos);
+  CommandResult pr = run_engine("predict --backend cpu --model " + (dir / "model").string(), "good great film\n");
+  ASSERT_EQ(pr.exit_code, 0) << pr.output;
+  const std::string label = nlohmann::json::parse(pr.output)["label"];
+  EXPECT_TRUE(label == "negative" || label == "positive") << pr.output;
+  fs::remove_all(dir);
+}
+
+// From the command line, with no model and no data, the default run honours the flags it is given.
+TEST(EmbeddedDefault, RunsFromTheCommandLine) {
+  fs::path dir = fs::temp_directory_path() / ("engine_test_default_cli_" + unique_suffix());
+  CommandResult r = run_engine("finetune --max-steps 3 --output-dir " + dir.string());
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  for (const char* line : {"step 1/3", "step 3/3", "eval  step 3", "dev accuracy", "done: 3 steps in"})
+    EXPECT_NE(r.output.find(line), std::string::npos) << "no '" << line << "' in:\n" << r.output;
+  int train_events = 0;
+  for (const auto& e : read_jsonl(dir / "metrics.jsonl")) train_events += e["event"] == "train";
+  EXPECT_EQ(train_events, 3) << "the default logs every step";
+  fs::remove_all(dir);
+}
 
 }  // namespace
 }  // namespace engine
