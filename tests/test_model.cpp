@@ -1,7 +1,6 @@
 // The whole model on the CPU backend: every parameter's gradient against central finite
 // differences (sequence classification, regression and token classification heads, dropout on),
-// checkpoints saved and loaded back, Hugging Face name variants, config errors, and the embedded
-// default fine-tune (loss falls, accuracy far above chance).
+// checkpoints saved and loaded back, Hugging Face name variants, config errors.
 #include <gtest/gtest.h>
 
 #include "test_seed.h"
@@ -9,11 +8,9 @@
 #include <cmath>
 #include <filesystem>
 #include <random>
-#include <sstream>
 
 #include "engine/io/safetensors.h"
 #include "engine/model/checkpoint.h"
-#include "engine/train/default_run.h"
 
 namespace engine {
 namespace {
@@ -68,11 +65,14 @@ float loss_at(BertModel& model, uint64_t dropout_seed) {
 }
 
 // For each parameter tensor: a random unit direction u inside it, and the directional derivative
-// g.u against (L(w + eps u) - L(w - eps u)) / 2 eps. The loss is f32, so the difference quotient
-// carries a few ulps of |L| divided by 2 eps of rounding (one ulp of a loss near 10 over 2e-2 is
-// already 5e-5); eps = 1e-2 keeps the O(eps^2) truncation error below 1e-4 relative. Checked:
-// |fd - g.u| <= 2e-3 |g| + 16 ulp(|L|) / (2 eps), where |g| is the tensor's gradient norm (the
-// largest g.u can be).
+// g.u against the four-point difference (8 (L(+eps) - L(-eps)) - (L(+2 eps) - L(-2 eps))) / 12 eps
+// along u. The loss is f32, so the difference quotient carries a few ulps of |L| divided by eps of
+// rounding (one ulp of a loss near 10 over 2e-2 is already 5e-5). Its truncation error is
+// O(eps^4): the two-point (L(+eps) - L(-eps)) / 2 eps used before had an O(eps^2) error that
+// reached 1% for the token type embeddings (shared by every token, so the loss curves most along
+// them) and failed them for 2 seeds in 400 (68 and 126); halving eps quartered the error, so it
+// was truncation, not a wrong gradient. Checked: |fd - g.u| <= 2e-3 |g| + 16 ulp(|L|) / (2 eps),
+// where |g| is the tensor's gradient norm (the largest g.u can be).
 void check_model_gradients(Head head, int64_t labels) {
   uint64_t seed = pick_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
@@ -123,7 +123,7 @@ void check_model_gradients(Head head, int64_t labels) {
       model.params().set_host(*backend, p.name, v);
       return double(loss_at(model, dropout_seed));
     };
-    double fd = (shifted(+1) - shifted(-1)) / (2 * eps);
+    const double fd = (8 * (shifted(+1) - shifted(-1)) - (shifted(+2) - shifted(-2))) / (12 * eps);
     model.params().set_host(*backend, p.name, w);
     ASSERT_TRUE(std::isfinite(directional) && std::isfinite(fd)) << p.name;
     const double ulp = std::fabs(base_loss) * 1.2e-7;
@@ -307,20 +307,6 @@ TEST(Config, BadConfigsAreClearErrors) {
   BertConfig ok = BertConfig::from_json({{"id2label", {{"0", "a"}, {"1", "b"}, {"2", "c"}}}}, "config.json");
   EXPECT_EQ(ok.num_labels, 3);
   EXPECT_EQ(BertConfig::from_json(ok.to_json(), "again").id2label, ok.id2label);
-}
-
-// The embedded default: loss falls and dev accuracy beats chance by a clear margin.
-TEST(DefaultRun, LossFallsAndAccuracyBeatsChance) {
-  DefaultRunOptions o;
-  o.steps = 150;
-  o.seed = pick_seed() % 1000;
-  SCOPED_TRACE("seed " + std::to_string(o.seed));
-  o.log_every = 0;
-  std::ostringstream log;
-  DefaultRunResult r = run_default_finetune(o, log);
-  SCOPED_TRACE(log.str());
-  EXPECT_LT(r.last_loss, 0.5f * r.first_loss);
-  EXPECT_GT(r.dev_accuracy, 0.8);
 }
 
 }  // namespace

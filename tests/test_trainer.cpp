@@ -13,10 +13,13 @@
 #include <sys/wait.h>
 #include <filesystem>
 #include <fstream>
+#include <memory>
+#include <numeric>
 #include <random>
 
 #include "engine/io/safetensors.h"
 #include "engine/model/checkpoint.h"
+#include "engine/train/default_run.h"
 #include "engine/train/synthetic.h"
 #include "engine/train/trainer.h"
 
@@ -62,6 +65,9 @@ class Trainer : public ::testing::Test {
  protected:
   void SetUp() override {
     seed_ = pick_seed() % 100000;
+    // Every failure of a test names the seed that replays it.
+    seed_trace_ = std::make_unique<::testing::ScopedTrace>(
+        __FILE__, __LINE__, "seed " + std::to_string(seed_) + " (rerun with ENGINE_TEST_SEED=" + std::to_string(seed_) + ")");
     dir_ = fs::temp_directory_path() / ("engine_test_trainer_" + unique_suffix());
     fs::create_directories(dir_);
     task_ = SyntheticTask::make(seed_, 800, 200, 12);
@@ -154,20 +160,31 @@ class Trainer : public ::testing::Test {
   }
 
   uint64_t seed_ = 0;
+  std::unique_ptr<::testing::ScopedTrace> seed_trace_;
   fs::path dir_;
   SyntheticTask task_;
 };
 
-void expect_loss_falls(const fs::path& metrics) {
+// The training loss falls: the mean of the last fifth of the logged losses (each one the mean
+// over its logging window) is below `ratio` times the mean of the first fifth. Means over many
+// steps, so one noisy batch cannot decide; each test's ratio leaves a margin over the worst of many
+// seeds (tools/seed_sweep, bench/results/seed-sweep-*.txt), and a model that does not learn (learning
+// rate 0) fails. NaN fails. The measured ratio is recorded as the test property loss_ratio.
+void expect_loss_falls(const fs::path& metrics, double ratio) {
   std::vector<double> losses;
   for (const auto& e : read_jsonl(metrics)) {
     if (e["event"] != "train") continue;
     for (const char* key : {"step", "epoch", "loss", "lr", "grad_norm", "samples_per_second", "tokens_per_second"})
       EXPECT_TRUE(e.contains(key)) << "train event lacks " << key << ": " << e.dump();
-    losses.push_back(e["loss"].get<double>());
+    losses.push_back(e["loss"].is_number() ? e["loss"].get<double>() : NAN);
   }
-  ASSERT_GE(losses.size(), 3u);
-  EXPECT_LT(losses.back(), 0.7 * losses.front()) << "loss " << losses.front() << " -> " << losses.back();
+  ASSERT_GE(losses.size(), 5u) << "too few logged losses to compare";
+  const size_t k = losses.size() / 5;
+  auto mean = [](auto begin, auto end) { return std::accumulate(begin, end, 0.0) / double(end - begin); };
+  const double first = mean(losses.begin(), losses.begin() + k), last = mean(losses.end() - k, losses.end());
+  ::testing::Test::RecordProperty("loss_ratio", std::to_string(last / first));
+  EXPECT_LT(last, ratio * first) << "mean loss of the first " << k << " logged windows " << first << ", of the last "
+                                 << k << " " << last << " (want below " << ratio << "x)";
 }
 
 TEST_F(Trainer, ClassifyLearnsAndWritesLogsAndCheckpoints) {
@@ -177,9 +194,10 @@ TEST_F(Trainer, ClassifyLearnsAndWritesLogsAndCheckpoints) {
   std::ostringstream log;
   FinetuneResult r = run_finetune(o, log);
   SCOPED_TRACE(log.str());
+  RecordProperty("dev_accuracy", std::to_string(r.dev_metrics.at("accuracy")));
   EXPECT_GT(r.dev_metrics.at("accuracy"), 0.8);
   EXPECT_GT(r.best_metrics.at("accuracy"), 0.8);
-  expect_loss_falls(fs::path(o.output_dir) / "metrics.jsonl");
+  expect_loss_falls(fs::path(o.output_dir) / "metrics.jsonl", 0.5);
   int evals = 0;
   for (const auto& e : read_jsonl(fs::path(o.output_dir) / "metrics.jsonl"))
     if (e["event"] == "eval") {
@@ -234,9 +252,11 @@ TEST_F(Trainer, RegressionLearnsPearson) {
   std::ostringstream log;
   FinetuneResult r = run_finetune(o, log);
   SCOPED_TRACE(log.str());
+  RecordProperty("dev_pearson", std::to_string(r.dev_metrics.at("pearson")));
+  RecordProperty("dev_spearman", std::to_string(r.dev_metrics.at("spearman")));
   EXPECT_GT(r.dev_metrics.at("pearson"), 0.8);
   EXPECT_GT(r.dev_metrics.at("spearman"), 0.7);
-  expect_loss_falls(fs::path(o.output_dir) / "metrics.jsonl");
+  expect_loss_falls(fs::path(o.output_dir) / "metrics.jsonl", 0.5);
   CommandResult pr = run_engine("predict --model " + (fs::path(o.output_dir) / "model").string() + " --backend cpu",
                                 "good good great\n");
   ASSERT_EQ(pr.exit_code, 0) << pr.output;
@@ -251,8 +271,9 @@ TEST_F(Trainer, TokenClassificationLearnsEntities) {
   std::ostringstream log;
   FinetuneResult r = run_finetune(o, log);
   SCOPED_TRACE(log.str());
+  RecordProperty("dev_f1", std::to_string(r.dev_metrics.at("f1")));
   EXPECT_GT(r.dev_metrics.at("f1"), 0.8);
-  expect_loss_falls(fs::path(o.output_dir) / "metrics.jsonl");
+  expect_loss_falls(fs::path(o.output_dir) / "metrics.jsonl", 0.5);
   CommandResult pr = run_engine("predict --model " + (fs::path(o.output_dir) / "model").string() + " --backend cpu",
                                 "the good movie\n");
   ASSERT_EQ(pr.exit_code, 0) << pr.output;
@@ -397,11 +418,14 @@ TEST_F(Trainer, InfoDescribesAModelDirectory) {
 
 // Real rows from ../shared/data with the real uncased vocabulary, one test per task: a tiny random
 // model's training loss falls. `lines` is how many lines of the file to train on (a CoNLL cut
-// ends at a blank line).
-void real_data_loss_falls(const std::string& task, const std::string& file, int lines) {
+// ends at a blank line); in 10 epochs at learning rate `lr` the loss must fall below `ratio` of its
+// start.
+void real_data_loss_falls(const std::string& task, const std::string& file, int lines, double lr, double ratio) {
   fs::path data = fs::path(ENGINE_SOURCE_DIR) / "../shared/data";
   if (!fs::exists(data / file) || !fs::exists(data / "vocab/bert-base-uncased/vocab.txt"))
     GTEST_SKIP() << "real data not found under " << data;
+  const uint64_t seed = pick_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed) + " (rerun with ENGINE_TEST_SEED=" + std::to_string(seed) + ")");
   fs::path dir = fs::temp_directory_path() / ("engine_test_real_" + unique_suffix());
   fs::create_directories(dir / "model");
   const std::string train = (dir / fs::path(file).filename()).string();
@@ -424,7 +448,7 @@ void real_data_loss_falls(const std::string& task, const std::string& file, int 
   c.num_labels = task == "regress" ? 1 : 2;
   auto backend = make_backend("cpu");
   BertModel m(*backend, c, ModelOptions{task == "tokens" ? Head::token_classification : Head::sequence_classification});
-  m.init_weights(pick_seed());
+  m.init_weights(seed);
   SaveOptions so;
   so.vocab_path = (data / "vocab/bert-base-uncased/vocab.txt").string();
   save_pretrained(m, (dir / "model").string(), so);
@@ -435,22 +459,67 @@ void real_data_loss_falls(const std::string& task, const std::string& file, int 
   o.output_dir = (dir / "out").string();
   o.backend = "cpu";
   o.reinit_head = true;
-  o.learning_rate = 1e-3;
+  o.seed = seed % 100000;
+  o.learning_rate = lr;
   o.num_train_epochs = 10;
   o.batch_size = 8;
-  o.logging_steps = 50;
+  o.logging_steps = 10;
   o.data.encode.max_length = 128;
   std::ostringstream log;
   run_finetune(o, log);
   SCOPED_TRACE(log.str());
-  expect_loss_falls(dir / "out/metrics.jsonl");
+  expect_loss_falls(dir / "out/metrics.jsonl", ratio);
   fs::remove_all(dir);
 }
 
-TEST(TrainerRealData, Sst2ClassifyLossFalls) { real_data_loss_falls("classify", "sst2/train.tsv", 401); }
-TEST(TrainerRealData, MrpcPairsLossFalls) { real_data_loss_falls("classify", "mrpc/train.tsv", 201); }
-TEST(TrainerRealData, StsbRegressionLossFalls) { real_data_loss_falls("regress", "stsb/train.tsv", 201); }
-TEST(TrainerRealData, Conll2003TokensLossFalls) { real_data_loss_falls("tokens", "conll2003/train.txt", 2000); }
+TEST(TrainerRealData, Sst2ClassifyLossFalls) { real_data_loss_falls("classify", "sst2/train.tsv", 401, 1e-3, 0.5); }
+// 200 long pairs sit on a plateau near the label prior's loss before the model starts to tell them
+// apart; at 1e-3 the linear decay made the escape late for some seeds (once too late: 0.63 -> 0.55
+// in CI), at 3e-3 it comes within the first half of the run.
+TEST(TrainerRealData, MrpcPairsLossFalls) { real_data_loss_falls("classify", "mrpc/train.tsv", 201, 3e-3, 0.5); }
+TEST(TrainerRealData, StsbRegressionLossFalls) { real_data_loss_falls("regress", "stsb/train.tsv", 201, 1e-3, 0.5); }
+TEST(TrainerRealData, Conll2003TokensLossFalls) {
+  real_data_loss_falls("tokens", "conll2003/train.txt", 2000, 1e-3, 0.7);
+}
+
+// The embedded default (`engine finetune` with no arguments) is a trainer run: its loss falls, its
+// dev accuracy is far above chance (about half the sentences are positive), it logs every step,
+// and its output directory holds a model that `engine predict` loads with its vocabulary.
+TEST(EmbeddedDefault, LearnsTheSyntheticTaskThroughTheTrainer) {
+  FinetuneOptions o = embedded_default_options();
+  o.max_steps = 150;
+  o.seed = pick_seed() % 100000;
+  SCOPED_TRACE("seed " + std::to_string(o.seed) + " (rerun with ENGINE_TEST_SEED=" + std::to_string(o.seed) + ")");
+  fs::path dir = fs::temp_directory_path() / ("engine_test_default_" + unique_suffix());
+  o.output_dir = dir.string();
+  std::ostringstream log;
+  FinetuneResult r = run_embedded_default(o, log);
+  SCOPED_TRACE(log.str());
+  EXPECT_EQ(r.steps, 150);
+  expect_loss_falls(dir / "metrics.jsonl", 0.5);
+  RecordProperty("dev_accuracy", std::to_string(r.dev_metrics.at("accuracy")));
+  EXPECT_GT(r.dev_metrics.at("accuracy"), 0.8);
+  EXPECT_NE(log.str().find("step 150/150"), std::string::npos);
+  EXPECT_NE(log.str().find("dev accuracy"), std::string::npos);
+  CommandResult pr = run_engine("predict --backend cpu --model " + (dir / "model").string(), "good great film\n");
+  ASSERT_EQ(pr.exit_code, 0) << pr.output;
+  const std::string label = nlohmann::json::parse(pr.output)["label"];
+  EXPECT_TRUE(label == "negative" || label == "positive") << pr.output;
+  fs::remove_all(dir);
+}
+
+// From the command line, with no model and no data, the default run honours the flags it is given.
+TEST(EmbeddedDefault, RunsFromTheCommandLine) {
+  fs::path dir = fs::temp_directory_path() / ("engine_test_default_cli_" + unique_suffix());
+  CommandResult r = run_engine("finetune --max-steps 3 --output-dir " + dir.string());
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  for (const char* line : {"step 1/3", "step 3/3", "eval  step 3", "dev accuracy", "done: 3 steps in"})
+    EXPECT_NE(r.output.find(line), std::string::npos) << "no '" << line << "' in:\n" << r.output;
+  int train_events = 0;
+  for (const auto& e : read_jsonl(dir / "metrics.jsonl")) train_events += e["event"] == "train";
+  EXPECT_EQ(train_events, 3) << "the default logs every step";
+  fs::remove_all(dir);
+}
 
 }  // namespace
 }  // namespace engine

@@ -1,17 +1,20 @@
 #include "engine/train/default_run.h"
 
 #include <algorithm>
-#include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <numeric>
+#include <utility>
 
-#include "engine/model/bert.h"
-#include "engine/train/optimizer.h"
-#include "engine/train/schedule.h"
 #include "engine/train/synthetic.h"
 
 namespace engine {
 
 namespace {
+
+const char* kTaskName = "the synthetic sentiment task (in memory)";
 
 BertConfig default_config(int64_t vocab) {
   BertConfig c;
@@ -23,109 +26,80 @@ BertConfig default_config(int64_t vocab) {
   c.max_position_embeddings = 64;
   c.hidden_dropout_prob = 0.1f;
   c.attention_probs_dropout_prob = 0.f;
-  c.num_labels = 2;
-  c.id2label = {{0, "negative"}, {1, "positive"}};
   return c;
 }
 
-std::vector<TokenizedExample> to_examples(const std::vector<SyntheticExample>& data) {
-  std::vector<TokenizedExample> out;
+TaskData to_task_data(const std::vector<SyntheticExample>& data) {
+  TaskData out;
+  out.path = kTaskName;
+  out.task = Task::classify;
+  out.has_labels = true;
   for (size_t i = 0; i < data.size(); ++i) {
     TokenizedExample e;
     e.ids = data[i].ids;
     e.type_ids.assign(e.ids.size(), 0);
     e.label = data[i].label;
     e.index = int64_t(i);
-    out.push_back(std::move(e));
+    out.examples.push_back(std::move(e));
   }
   return out;
 }
 
+// The accuracy of always answering the commoner label: what the dev accuracy must beat.
+double majority_share(const std::vector<SyntheticExample>& data) {
+  const auto positive = std::count_if(data.begin(), data.end(), [](const SyntheticExample& e) { return e.label == 1; });
+  return double(std::max<int64_t>(positive, int64_t(data.size()) - positive)) / double(data.size());
+}
+
+// The mean of the first n and of the last n of the losses.
+std::pair<double, double> first_and_last_means(const std::vector<double>& losses, size_t n) {
+  n = std::min(n, losses.size());
+  if (n == 0) return {NAN, NAN};
+  const double first = std::accumulate(losses.begin(), losses.begin() + n, 0.0) / double(n);
+  const double last = std::accumulate(losses.end() - n, losses.end(), 0.0) / double(n);
+  return {first, last};
+}
+
+std::string make_temporary_directory() {
+  std::string pattern = (std::filesystem::temp_directory_path() / "engine-finetune-XXXXXX").string();
+  ENGINE_CHECK(mkdtemp(pattern.data()) != nullptr, "cannot create a temporary directory like ", pattern);
+  return pattern;
+}
+
 }  // namespace
 
-DefaultRunResult run_default_finetune(const DefaultRunOptions& o, std::ostream& log) {
-  auto start = std::chrono::steady_clock::now();
+FinetuneOptions embedded_default_options() {
+  FinetuneOptions o;
+  o.backend = "cpu";
+  o.output_dir.clear();
+  o.max_steps = 300;
+  o.batch_size = 32;
+  o.learning_rate = 1e-3;
+  o.warmup_ratio = 0.1;
+  o.weight_decay = 0.01;
+  o.logging_steps = 1;
+  return o;
+}
+
+FinetuneResult run_embedded_default(FinetuneOptions o, std::ostream& log) {
   SyntheticTask task = SyntheticTask::make(o.seed, 4000, 500);
-  BertConfig config = default_config(int64_t(task.vocab.size()));
-  auto backend = make_backend(o.backend);
-  ModelOptions mo;
-  mo.max_sequences = o.batch_size;
-  mo.max_tokens = int64_t(o.batch_size) * 32;
-  BertModel model(*backend, config, mo);
-  model.init_weights(o.seed);
-  AdamWConfig ac;
-  ac.weight_decay = 0.01f;
-  Optimizer opt(*backend, model.params(), ac);
+  o.model_in_memory = InMemoryModel{default_config(int64_t(task.vocab.size())), task.vocab};
+  o.data_in_memory = InMemoryData{{"negative", "positive"}, to_task_data(task.train), to_task_data(task.dev)};
+  if (o.output_dir.empty()) o.output_dir = make_temporary_directory();
 
-  log << "engine finetune: embedded default on the " << backend->name() << " backend\n"
-      << "  task: synthetic sentiment (positive when positive words outnumber negative ones), " << task.train.size()
-      << " train / " << task.dev.size() << " dev sentences\n"
-      << "  e.g. \"" << task.text(task.train[0]) << "\" -> " << config.id2label[task.train[0].label] << "\n"
-      << "  model: BERT with " << config.num_hidden_layers << " layers, hidden " << config.hidden_size << ", "
-      << config.num_attention_heads << " heads, " << model.params().count() << " parameters, random init\n"
-      << "  training: " << o.steps << " steps of " << o.batch_size << " sentences, AdamW lr " << o.lr
-      << " with linear warmup (10%) and decay\n";
-
-  BatcherOptions train_options;
-  train_options.batch_size = o.batch_size;
-  train_options.seed = o.seed;
-  Batcher train(to_examples(task.train), train_options);
-  const LrSchedule schedule(ScheduleKind::linear, o.lr, resolve_warmup_steps(0, 0.1, o.steps), o.steps);
-  std::vector<float> losses;
-  for (int step = 0; step < o.steps; ++step) {
-    model.set_batch(train.next());
-    model.zero_grads();
-    model.forward(Pass::train, o.seed * 1000003ull + uint64_t(step));
-    model.backward();
-    opt.compute_grad_norm();
-    const float lr = float(schedule.lr_at(step));
-    opt.step(lr);
-    float loss = model.loss();
-    losses.push_back(loss);
-    if (o.log_every > 0 && (step % o.log_every == 0 || step + 1 == o.steps)) {
-      char line[128];
-      std::snprintf(line, sizeof line, "step %4d/%d  loss %.4f  lr %.2e  grad_norm %.3f\n", step + 1, o.steps, loss,
-                    lr, opt.grad_norm());
-      log << line << std::flush;
-    }
-  }
-
-  // Dev accuracy, in batches, dropout off.
-  BatcherOptions dev_options;
-  dev_options.batch_size = o.batch_size;
-  dev_options.shuffle = false;
-  Batcher dev(to_examples(task.dev), dev_options);
-  int correct = 0, positive = 0;
-  for (int64_t i = 0; i < dev.num_batches(0); ++i) {
-    PackedBatch b = dev.batch(0, i);
-    model.set_batch(b, false);
-    model.forward(Pass::eval, 0);
-    std::vector<float> logits = model.logits();
-    for (size_t k = 0; k < b.labels.size(); ++k) {
-      correct += (logits[2 * k + 1] > logits[2 * k]) == (b.labels[k] == 1);
-      positive += b.labels[k] == 1;
-    }
-  }
-  const double majority = double(std::max<int>(positive, int(task.dev.size()) - positive)) / double(task.dev.size());
-
-  DefaultRunResult r;
-  auto mean = [](const float* p, size_t n) {
-    double s = 0;
-    for (size_t i = 0; i < n; ++i) s += p[i];
-    return float(s / double(n ? n : 1));
-  };
-  size_t k = std::min<size_t>(10, losses.size());
-  r.first_loss = mean(losses.data(), k);
-  r.last_loss = mean(losses.data() + losses.size() - k, k);
-  r.dev_examples = int(task.dev.size());
-  r.dev_accuracy = double(correct) / double(task.dev.size());
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  log << "engine finetune with no --model and no --train: the embedded default\n"
+      << "  task: synthetic sentiment (positive when positive words outnumber negative ones)\n"
+      << "  e.g. \"" << task.text(task.train[0]) << "\" -> " << o.data_in_memory->labels[size_t(task.train[0].label)]
+      << "\n";
+  FinetuneResult r = run_finetune(o, log);
+  const auto [first, last] = first_and_last_means(r.logged_losses, 10);
   char line[256];
   std::snprintf(line, sizeof line,
-                "done in %.1f s: loss %.4f -> %.4f (mean of first/last %zu steps); dev accuracy %.1f%% on %d "
+                "loss %.4f -> %.4f (mean of the first and last 10 logged steps); dev accuracy %.1f%% on %zu "
                 "sentences (majority class: %.1f%%)\n",
-                r.seconds, r.first_loss, r.last_loss, k, 100.0 * r.dev_accuracy, r.dev_examples, 100.0 * majority);
-  log << line;
+                first, last, 100.0 * r.dev_metrics.at("accuracy"), task.dev.size(), 100.0 * majority_share(task.dev));
+  log << line << "metrics.jsonl, run_config.json and the model (try `engine predict --model " << o.output_dir
+      << "/model`) are in " << o.output_dir << "\n";
   return r;
 }
 

@@ -47,7 +47,7 @@ using Clock = std::chrono::steady_clock;
 // The options that must not change between a run and its resumption: anything that changes which
 // batches come, how they are scaled, or the arithmetic.
 nlohmann::json resume_fingerprint(const FinetuneOptions& o, const std::string& backend, DType act) {
-  return {{"train_file", fs::absolute(o.train_file).string()},
+  return {{"train_file", o.data_in_memory ? o.data_in_memory->train.path : fs::absolute(o.train_file).string()},
           {"task", o.task},
           {"seed", o.seed},
           {"batch_size", o.batch_size},
@@ -64,8 +64,10 @@ nlohmann::json resume_fingerprint(const FinetuneOptions& o, const std::string& b
 
 nlohmann::json options_json(const FinetuneOptions& o) {
   return {{"model", o.model_dir},
+          {"model_in_memory", o.model_in_memory ? o.model_in_memory->config.to_json() : nlohmann::json(nullptr)},
           {"train", o.train_file},
           {"dev", o.dev_file},
+          {"data_in_memory", o.data_in_memory ? nlohmann::json(o.data_in_memory->train.path) : nlohmann::json(nullptr)},
           {"test", o.test_file},
           {"task", o.task},
           {"output_dir", o.output_dir},
@@ -165,6 +167,12 @@ class Trainer {
 
  private:
   void setup();
+  void open_model();
+  void set_labels(const DataOptions& data);
+  void load_data(const DataOptions& data);
+  std::string model_name() const;
+  std::string train_name() const;
+  bool has_dev() const { return !dev_data_.examples.empty(); }
   void evaluate_and_checkpoint(bool epoch_end, bool final_step);
   void save_checkpoint();
   void save_model(const std::string& dir, std::function<void(const std::string&)> extra_files = {});
@@ -194,13 +202,96 @@ class Trainer {
   double best_value_ = NAN;
   int64_t best_step_ = -1;
   std::map<std::string, double> best_metrics_, last_dev_;
+  std::vector<double> logged_losses_;
   std::string vocab_path_;
 };
 
+std::string Trainer::model_name() const {
+  return o_.model_in_memory ? "a new random BERT (in-memory config)" : o_.model_dir;
+}
+
+std::string Trainer::train_name() const { return o_.data_in_memory ? o_.data_in_memory->train.path : o_.train_file; }
+
+// The model's config and tokenizer, from the model directory or the in-memory model. An in-memory
+// vocabulary is written to the output directory once, so every saved model copies it like a
+// directory's vocab.txt and loads back with a tokenizer.
+void Trainer::open_model() {
+  if (o_.model_in_memory) {
+    config_ = o_.model_in_memory->config;
+    ENGINE_CHECK(!o_.model_in_memory->vocab.empty(), "finetune: an in-memory model needs its vocabulary");
+    std::string text;
+    for (const std::string& token : o_.model_in_memory->vocab) text += token + "\n";
+    fs::create_directories(o_.output_dir);
+    vocab_path_ = (fs::path(o_.output_dir) / "vocab.txt").string();
+    io::write_file_atomic(vocab_path_, text);
+    tok_ = std::make_unique<tokenizer::BertTokenizer>(tokenizer::Vocab::from_text(text, vocab_path_), true);
+  } else {
+    config_ = read_model_config(o_.model_dir);
+    vocab_path_ = (fs::path(o_.model_dir) / "vocab.txt").string();
+    ENGINE_CHECK(fs::exists(vocab_path_), "model directory '", o_.model_dir, "' has no vocab.txt");
+    tok_ = std::make_unique<tokenizer::BertTokenizer>(tokenizer::BertTokenizer::from_model_dir(o_.model_dir));
+  }
+  ENGINE_CHECK(tok_->vocab().size() <= config_.vocab_size, vocab_path_, ": ", tok_->vocab().size(),
+               " tokens but the model's embeddings have vocab_size ", config_.vocab_size,
+               " rows: this vocabulary does not belong to this model");
+}
+
+// The labels of the run, and the head they give the model's config.
+void Trainer::set_labels(const DataOptions& data) {
+  if (task_ == Task::regress) {
+    config_.num_labels = 1;
+    config_.problem_type = "regression";
+    config_.id2label.clear();
+    return;
+  }
+  if (o_.data_in_memory) {
+    // The examples hold ids already: their order is fixed.
+    labels_ = LabelMap::from_names(o_.data_in_memory->labels);
+  } else {
+    labels_ = label_map_of(o_.train_file, task_, data);
+    // A model that already has a head for exactly these labels keeps its own label order, so its
+    // classifier rows keep their meaning (as run_glue.py does with a fine-tuned model's label2id).
+    if (!o_.model_in_memory && !o_.reinit_head && int64_t(config_.id2label.size()) == labels_.size() &&
+        checkpoint_head_matches(o_.model_dir, labels_.size())) {
+      std::vector<std::string> names;
+      for (const auto& [id, name] : config_.id2label) names.push_back(name);
+      bool same_set = std::all_of(names.begin(), names.end(), [&](const std::string& n) { return labels_.find(n) >= 0; });
+      if (same_set) labels_ = LabelMap::from_names(names);
+    }
+  }
+  ENGINE_CHECK(labels_.size() >= 2, train_name(), ": only one label (", labels_.size() ? labels_.name(0) : "none",
+               ") in the training data: nothing to classify");
+  config_.num_labels = labels_.size();
+  config_.problem_type = task_ == Task::classify ? "single_label_classification" : "";
+  config_.id2label.clear();
+  for (int32_t i = 0; i < labels_.size(); ++i) config_.id2label[i] = labels_.name(i);
+}
+
+// The train, dev and test examples: read and tokenized from files, or taken from memory.
+void Trainer::load_data(const DataOptions& data) {
+  auto t0 = Clock::now();
+  if (o_.data_in_memory) {
+    train_data_ = o_.data_in_memory->train;
+    dev_data_ = o_.data_in_memory->dev;
+  } else {
+    train_data_ = load_task_data(o_.train_file, task_, *tok_, &labels_, true, data);
+    if (!o_.dev_file.empty()) dev_data_ = load_task_data(o_.dev_file, task_, *tok_, &labels_, true, data);
+  }
+  if (!o_.test_file.empty()) test_data_ = load_task_data(o_.test_file, task_, *tok_, &labels_, false, data);
+  log_ << "  data: " << train_data_.examples.size() << " train examples (" << train_data_.tokens() << " tokens)";
+  if (has_dev()) log_ << ", " << dev_data_.examples.size() << " dev";
+  if (!o_.test_file.empty()) log_ << ", " << test_data_.examples.size() << " test";
+  if (!o_.data_in_memory)
+    log_ << ", read and tokenized in " << format_metric(std::chrono::duration<double>(Clock::now() - t0).count(), 2)
+         << " s";
+  log_ << "\n";
+}
+
 void Trainer::setup() {
-  ENGINE_CHECK(!o_.model_dir.empty(), "finetune: --model DIR is required (with no arguments at all, `engine "
-                                      "finetune` runs the embedded default)");
-  ENGINE_CHECK(!o_.train_file.empty(), "finetune: --train FILE is required");
+  ENGINE_CHECK(!o_.model_dir.empty() || o_.model_in_memory,
+               "finetune: --model DIR is required (with no arguments at all, `engine finetune` runs the embedded "
+               "default)");
+  ENGINE_CHECK(!o_.train_file.empty() || o_.data_in_memory, "finetune: --train FILE is required");
   ENGINE_CHECK(o_.batch_size > 0 && o_.eval_batch_size > 0, "--batch-size and --eval-batch-size must be positive");
   ENGINE_CHECK(o_.gradient_accumulation_steps > 0, "--gradient-accumulation-steps must be positive");
   ENGINE_CHECK(o_.num_train_epochs > 0 || o_.max_steps > 0, "--num-train-epochs or --max-steps must be positive");
@@ -210,41 +301,12 @@ void Trainer::setup() {
   backend_name_ = resolve_backend(o_.backend);
   act_ = resolve_precision(o_.precision, backend_name_);
 
-  // Model directory, tokenizer, labels.
-  config_ = read_model_config(o_.model_dir);
-  vocab_path_ = (fs::path(o_.model_dir) / "vocab.txt").string();
-  ENGINE_CHECK(fs::exists(vocab_path_), "model directory '", o_.model_dir, "' has no vocab.txt");
-  tok_ = std::make_unique<tokenizer::BertTokenizer>(tokenizer::BertTokenizer::from_model_dir(o_.model_dir));
-  ENGINE_CHECK(tok_->vocab().size() <= config_.vocab_size, vocab_path_, ": ", tok_->vocab().size(),
-               " tokens but the model's embeddings have vocab_size ", config_.vocab_size,
-               " rows: this vocabulary does not belong to this model");
+  open_model();
   DataOptions data = o_.data;
   ENGINE_CHECK(data.encode.max_length <= config_.max_position_embeddings, "--max-length ", data.encode.max_length,
                " exceeds the model's max_position_embeddings ", config_.max_position_embeddings);
   if (data.encode.max_length <= 0) data.encode.max_length = int(std::min<int64_t>(128, config_.max_position_embeddings));
-
-  if (task_ == Task::regress) {
-    config_.num_labels = 1;
-    config_.problem_type = "regression";
-    config_.id2label.clear();
-  } else {
-    labels_ = label_map_of(o_.train_file, task_, data);
-    // A model that already has a head for exactly these labels keeps its own label order, so its
-    // classifier rows keep their meaning (as run_glue.py does with a fine-tuned model's label2id).
-    if (!o_.reinit_head && int64_t(config_.id2label.size()) == labels_.size() &&
-        checkpoint_head_matches(o_.model_dir, labels_.size())) {
-      std::vector<std::string> names;
-      for (const auto& [id, name] : config_.id2label) names.push_back(name);
-      bool same_set = std::all_of(names.begin(), names.end(), [&](const std::string& n) { return labels_.find(n) >= 0; });
-      if (same_set) labels_ = LabelMap::from_names(names);
-    }
-    ENGINE_CHECK(labels_.size() >= 2, o_.train_file, ": only one label (", labels_.name(0),
-                 ") in the training data: nothing to classify");
-    config_.num_labels = labels_.size();
-    config_.problem_type = task_ == Task::classify ? "single_label_classification" : "";
-    config_.id2label.clear();
-    for (int32_t i = 0; i < labels_.size(); ++i) config_.id2label[i] = labels_.name(i);
-  }
+  set_labels(data);
   auto override_prob = [](double v, float& field) {
     if (v >= 0) field = float(v);
   };
@@ -253,17 +315,9 @@ void Trainer::setup() {
   override_prob(o_.classifier_dropout, config_.classifier_dropout);
   config_.validate("model config");
 
-  log_ << "engine finetune: " << task_name(task_) << " on " << o_.train_file << ", model " << o_.model_dir << ", "
+  log_ << "engine finetune: " << task_name(task_) << " on " << train_name() << ", model " << model_name() << ", "
        << backend_name_ << " backend, " << (act_ == DType::bf16 ? "bf16" : "fp32") << "\n";
-  auto t0 = Clock::now();
-  train_data_ = load_task_data(o_.train_file, task_, *tok_, &labels_, true, data);
-  if (!o_.dev_file.empty()) dev_data_ = load_task_data(o_.dev_file, task_, *tok_, &labels_, true, data);
-  if (!o_.test_file.empty()) test_data_ = load_task_data(o_.test_file, task_, *tok_, &labels_, false, data);
-  log_ << "  data: " << train_data_.examples.size() << " train examples (" << train_data_.tokens() << " tokens)";
-  if (!o_.dev_file.empty()) log_ << ", " << dev_data_.examples.size() << " dev";
-  if (!o_.test_file.empty()) log_ << ", " << test_data_.examples.size() << " test";
-  log_ << ", read and tokenized in " << format_metric(std::chrono::duration<double>(Clock::now() - t0).count(), 2)
-       << " s\n";
+  load_data(data);
   if (task_ != Task::regress) {
     log_ << "  labels:";
     for (int32_t i = 0; i < labels_.size(); ++i) log_ << " " << i << "=" << labels_.name(i);
@@ -306,12 +360,15 @@ void Trainer::setup() {
 
   if (!o_.resume.empty()) {
     restore(find_resume_dir(o_.resume));
+  } else if (o_.model_in_memory) {
+    model_->init_weights(o_.seed);
+    log_ << "  weights: random (seed " << o_.seed << ")\n";
   } else {
     LoadReport report = load_weights(*model_, o_.model_dir, o_.reinit_head, o_.seed);
     log_ << "  weights: " << report.summary() << "\n";
   }
   log_ << "  model: " << config_.num_hidden_layers << " layers, hidden " << config_.hidden_size << ", "
-       << model_->params().count() << " parameters; memory " << (model_->parameter_bytes() >> 20)
+       << config_.num_attention_heads << " heads, " << model_->params().count() << " parameters; memory " << (model_->parameter_bytes() >> 20)
        << " MiB parameters + optimizer, " << (model_->activation_bytes() >> 20) << " MiB activations\n"
        << "  schedule: " << total_steps_ << " steps (" << steps_per_epoch_ << " per epoch), batch " << o_.batch_size
        << (o_.max_tokens > 0 ? " sequences / " + std::to_string(o_.max_tokens) + " tokens" : " sequences") << " x "
@@ -429,10 +486,10 @@ void Trainer::append_metrics(nlohmann::json event) {
 }
 
 void Trainer::evaluate_and_checkpoint(bool epoch_end, bool final_step) {
-  const bool eval_now = !o_.dev_file.empty() &&
+  const bool eval_now = has_dev() &&
                         (final_step || (o_.eval_steps > 0 ? step_ % o_.eval_steps == 0 : epoch_end));
   const bool save_now = o_.save_steps > 0 ? step_ % o_.save_steps == 0
-                                          : (eval_now || (o_.dev_file.empty() && epoch_end)) && !final_step;
+                                          : (eval_now || (!has_dev() && epoch_end)) && !final_step;
   if (eval_now) {
     auto t0 = Clock::now();
     Predictions p = predict(*model_, dev_data_, labels_, o_.eval_batch_size, o_.max_tokens);
@@ -459,6 +516,7 @@ void Trainer::evaluate_and_checkpoint(bool epoch_end, bool final_step) {
 }
 
 FinetuneResult Trainer::run() {
+  const auto start = Clock::now();
   setup();
   const int64_t accum = o_.gradient_accumulation_steps;
   const float micro_weight = 1.f / float(accum);
@@ -528,6 +586,7 @@ FinetuneResult Trainer::run() {
                     (long long)((model_->parameter_bytes() + model_->activation_bytes()) >> 20));
       progress_.update(line, log_now);
       if (log_now) {
+        logged_losses_.push_back(loss);
         append_metrics({{"event", "train"},
                         {"step", step_},
                         {"epoch", epoch},
@@ -551,10 +610,11 @@ FinetuneResult Trainer::run() {
   result.steps = step_;
   result.final_loss = last_loss;
   result.skipped_steps = skipped_;
+  result.logged_losses = logged_losses_;
   result.dev_metrics = last_dev_;
   result.best_metrics = best_metrics_;
   nlohmann::json end = {{"event", "end"}, {"step", step_}, {"skipped_steps", skipped_}};
-  if (!o_.dev_file.empty()) {
+  if (has_dev()) {
     for (const auto& [k, v] : last_dev_) end["eval_" + k] = metric_value(v);
     end["best_step"] = best_step_;
     end["best_" + best_metric_] = metric_value(best_value_);
@@ -565,7 +625,8 @@ FinetuneResult Trainer::run() {
     progress_.message("test: " + format_metrics(result.test_metrics));
   }
   append_metrics(end);
-  log_ << "done: " << step_ << " steps";
+  result.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  log_ << "done: " << step_ << " steps in " << format_metric(result.seconds, 1) << " s";
   if (skipped_) log_ << " (" << skipped_ << " skipped as divergent)";
   log_ << "; final model in " << (fs::path(o_.output_dir) / "model").string();
   if (best_step_ >= 0)

@@ -12,11 +12,16 @@
 //   checkpoint-<step>/      HF model directory + trainer_state.json + optimizer.safetensors: resume
 //   best/                   HF model directory of the best evaluation by --metric-for-best-model
 //   model/                  HF model directory at the end of training
+//   vocab.txt               the vocabulary, only for a model started from an in-memory config
 // Every directory is written to a staging name and renamed into place: a crash leaves the previous
 // one whole. --resume continues a run from a checkpoint exactly: the same parameters as a run that
 // was never stopped (same backend and precision).
+//
+// The model and the data may also be given in memory instead of as a directory and files (the
+// embedded default, engine/train/default_run.h, uses both): the same loop, logs and evaluation.
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <ostream>
 #include <string>
 
@@ -24,10 +29,25 @@
 
 namespace engine {
 
+// A new model instead of a model directory: this shape, weights drawn from the run's seed.
+struct InMemoryModel {
+  BertConfig config;
+  std::vector<std::string> vocab;  // id -> token: tokenizes data files, saved with the model
+};
+
+// Examples already tokenized instead of data files. Their label ids index `labels` (classify,
+// tokens; empty for regress). dev may be empty: no evaluation.
+struct InMemoryData {
+  std::vector<std::string> labels;
+  TaskData train, dev;
+};
+
 struct FinetuneOptions {
   // What to train.
   std::string model_dir;
   std::string train_file, dev_file, test_file;
+  std::optional<InMemoryModel> model_in_memory;  // instead of model_dir
+  std::optional<InMemoryData> data_in_memory;    // instead of train_file and dev_file
   std::string task = "classify";
   std::string output_dir = "engine-output";
   DataOptions data;  // data.encode.max_length 0: 128, or max_position_embeddings when smaller
@@ -69,6 +89,8 @@ struct FinetuneResult {
   double final_loss = 0;
   std::map<std::string, double> dev_metrics, test_metrics, best_metrics;
   int64_t skipped_steps = 0;
+  double seconds = 0;  // the whole run: setup, training, evaluation, saving
+  std::vector<double> logged_losses;  // as in metrics.jsonl: each the mean over its logging window
 };
 
 FinetuneResult run_finetune(const FinetuneOptions& options, std::ostream& log);
