@@ -1,0 +1,93 @@
+// The engine command as a user runs it: `engine info` on checkpoints whose weights do not fit their
+// config.
+#include <gtest/gtest.h>
+
+#include "cli_helpers.h"
+#include "engine/io/safetensors.h"
+
+namespace engine::test {
+namespace {
+
+class Cli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    seed_ = pick_seed() % 100000;
+    dir_ = fs::temp_directory_path() / ("engine_test_cli_" + unique_suffix());
+    fs::create_directories(dir_);
+    task_ = SyntheticTask::make(seed_, 64, 64, 12);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  uint64_t seed_ = 0;
+  fs::path dir_;
+  SyntheticTask task_;
+};
+
+// Rewrites dir/model.safetensors without the tensor `drop` and with `reshape` given `shape`
+// (its values cut or repeated to the new size).
+void rewrite_weights(const fs::path& dir, const std::string& drop, const std::string& reshape,
+                     const std::vector<int64_t>& shape) {
+  const std::string path = (dir / "model.safetensors").string();
+  io::SafetensorsFile file = io::SafetensorsFile::open(path);
+  std::vector<std::vector<float>> values;
+  std::vector<io::SafetensorsWriteEntry> entries;
+  values.reserve(file.tensors().size());
+  for (const auto& t : file.tensors()) {
+    if (t.name == drop) continue;
+    values.push_back(file.to_f32(t.name));
+    std::vector<int64_t> s = t.name == reshape ? shape : t.shape;
+    int64_t n = 1;
+    for (int64_t d : s) n *= d;
+    values.back().resize(size_t(n), 0.5f);
+    entries.push_back({t.name, DType::f32, s, values.back().data()});
+  }
+  io::write_safetensors(path, entries);
+}
+
+TEST_F(Cli, InfoReportsEveryWayTheWeightsDoNotFitTheConfig) {
+  SCOPED_TRACE("ENGINE_TEST_SEED=" + std::to_string(seed_));
+  const fs::path good = dir_ / "good";
+  save_tiny_model(task_, good, 2, seed_);
+  CommandResult ok = run_engine("info " + good.string());
+  ASSERT_EQ(ok.exit_code, 0) << ok.out << ok.err;
+  EXPECT_NE(ok.out.find("fit          every parameter"), std::string::npos) << ok.out;
+
+  const std::string missing = "bert.encoder.layer.1.output.dense.bias";
+  const std::string reshaped = "bert.encoder.layer.0.attention.output.dense.weight";
+
+  // One encoder tensor missing: eval refuses the directory, and info must say why.
+  fs::copy(good, dir_ / "missing", fs::copy_options::recursive);
+  rewrite_weights(dir_ / "missing", missing, "", {});
+  CommandResult r = run_engine("info " + (dir_ / "missing").string());
+  EXPECT_NE(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("no tensor for parameter '" + missing + "'"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("layers       2"), std::string::npos) << "info should still describe the config:\n" << r.out;
+  EXPECT_NE(r.err.find("1 problem"), std::string::npos) << r.err;
+
+  // A tensor whose shape disagrees with config.json.
+  fs::copy(good, dir_ / "shape", fs::copy_options::recursive);
+  rewrite_weights(dir_ / "shape", "", reshaped, {32, 16});
+  r = run_engine("info " + (dir_ / "shape").string());
+  EXPECT_NE(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("'" + reshaped + "' has shape [32, 16] but the model needs [32, 32]"), std::string::npos)
+      << r.out;
+
+  // Both at once: every problem is listed, not just the first, and eval (the loader) refuses the
+  // same directory naming the first of them.
+  fs::copy(good, dir_ / "both", fs::copy_options::recursive);
+  rewrite_weights(dir_ / "both", missing, reshaped, {32, 16});
+  r = run_engine("info " + (dir_ / "both").string());
+  EXPECT_NE(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("no tensor for parameter '" + missing + "'"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("'" + reshaped + "' has shape [32, 16]"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("2 problems"), std::string::npos) << r.err;
+  write_labelled_tsv(task_, task_.dev, dir_ / "dev.tsv");
+  CommandResult ev = run_engine("eval --backend cpu --model " + (dir_ / "both").string() + " --data " +
+                                (dir_ / "dev.tsv").string());
+  EXPECT_NE(ev.exit_code, 0) << ev.out;
+  EXPECT_NE(ev.err.find("'" + reshaped + "' has shape [32, 16]"), std::string::npos) << ev.err;
+  EXPECT_NE(ev.err.find("1 more problem"), std::string::npos) << ev.err;
+}
+
+}  // namespace
+}  // namespace engine::test
