@@ -1,5 +1,5 @@
 // The engine command as a user runs it: `engine info` on checkpoints whose weights do not fit their
-// config.
+// config; predict on a labelled file.
 #include <gtest/gtest.h>
 
 #include "cli_helpers.h"
@@ -87,6 +87,23 @@ TEST_F(Cli, InfoReportsEveryWayTheWeightsDoNotFitTheConfig) {
   EXPECT_NE(ev.exit_code, 0) << ev.out;
   EXPECT_NE(ev.err.find("'" + reshaped + "' has shape [32, 16]"), std::string::npos) << ev.err;
   EXPECT_NE(ev.err.find("1 more problem"), std::string::npos) << ev.err;
+}
+
+// predict --data ignores the labels of a labelled file (it used to stop with "internal:
+// classification data without a label map"), including labels the model does not know.
+TEST_F(Cli, PredictIgnoresTheLabelsOfALabelledFile) {
+  SCOPED_TRACE("ENGINE_TEST_SEED=" + std::to_string(seed_));
+  save_tiny_model(task_, dir_ / "model", 2, seed_);
+  std::ofstream(dir_ / "labelled.tsv") << "sentence\tlabel\n"
+                                       << task_.text(task_.dev[0]) << "\tpos\n"
+                                       << task_.text(task_.dev[1]) << "\tunknown-label\n";
+  CommandResult r = run_engine("predict --backend cpu --model " + (dir_ / "model").string() + " --data " +
+                               (dir_ / "labelled.tsv").string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::istringstream lines(r.out);
+  int n = 0;
+  for (std::string line; std::getline(lines, line); ++n) EXPECT_TRUE(nlohmann::json::parse(line).contains("label"));
+  EXPECT_EQ(n, 2) << r.out;
 }
 
 }  // namespace

@@ -146,8 +146,10 @@ TaskData load_task_data(const std::string& path, Task task, const tokenizer::Ber
     b.push_back(row.text_b);
   }
   encode_texts(a, b, tok, options, out);
-  out.has_labels = d.has_labels;
-  if (!d.has_labels) return out;
+  // Without a label map (predict --data) classification labels are not read, as for CoNLL tags:
+  // predict ignores them, and a label the model does not know must not stop it.
+  out.has_labels = d.has_labels && (labels || task == Task::regress);
+  if (!out.has_labels) return out;
   for (size_t i = 0; i < d.rows.size(); ++i) {
     const Example& row = d.rows[i];
     if (task == Task::regress) {
