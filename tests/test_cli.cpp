@@ -1,6 +1,9 @@
 // The engine command as a user runs it: `engine info` on checkpoints whose weights do not fit their
-// config; predict on a labelled file.
+// config; predict on a labelled file; eval and predict show progress on standard error and only
+// results on standard output.
 #include <gtest/gtest.h>
+
+#include <regex>
 
 #include "cli_helpers.h"
 #include "engine/io/safetensors.h"
@@ -104,6 +107,81 @@ TEST_F(Cli, PredictIgnoresTheLabelsOfALabelledFile) {
   int n = 0;
   for (std::string line; std::getline(lines, line); ++n) EXPECT_TRUE(nlohmann::json::parse(line).contains("label"));
   EXPECT_EQ(n, 2) << r.out;
+}
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) out.push_back(line);
+  return out;
+}
+
+// Every line of stderr is a progress line of `what` with rising row counts, the last one says the
+// pass is done; returns how many lines there were.
+size_t expect_progress(const std::string& err, const std::string& what, size_t rows) {
+  const std::regex line_re(what + R"(: (\d+)/(\d+) rows  [0-9.]+ rows/s  (.+))");
+  int64_t previous = 0;
+  std::vector<std::string> lines = lines_of(err);
+  for (size_t i = 0; i < lines.size(); ++i) {
+    std::smatch m;
+    EXPECT_TRUE(std::regex_match(lines[i], m, line_re)) << "not a progress line: '" << lines[i] << "'";
+    if (m.empty()) continue;
+    const int64_t done = std::stoll(m[1]);
+    EXPECT_GT(done, previous) << lines[i];
+    EXPECT_EQ(std::stoll(m[2]), int64_t(rows)) << lines[i];
+    const bool last = i + 1 == lines.size();
+    EXPECT_EQ(done == int64_t(rows), last) << lines[i];
+    EXPECT_EQ(m[3].str().rfind(last ? "done in " : "", 0), 0u) << lines[i];
+    EXPECT_NE(m[3].str().find(last ? "s" : " left"), std::string::npos) << lines[i];
+    previous = done;
+  }
+  return lines.size();
+}
+
+TEST_F(Cli, EvalAndPredictShowProgressOnStderrAndResultsOnStdout) {
+  SCOPED_TRACE("ENGINE_TEST_SEED=" + std::to_string(seed_));
+  const fs::path model = dir_ / "model";
+  save_tiny_model(task_, model, 2, seed_);
+  const size_t rows = task_.dev.size();
+  write_labelled_tsv(task_, task_.dev, dir_ / "dev.tsv");
+  const std::string every_batch = "ENGINE_PROGRESS_SECONDS=0";
+  const std::string common = "--backend cpu --batch-size 8 --model " + model.string() + " --data " +
+                             (dir_ / "dev.tsv").string();
+
+  CommandResult ev = run_engine("eval " + common, every_batch);
+  ASSERT_EQ(ev.exit_code, 0) << ev.err;
+  ASSERT_EQ(lines_of(ev.out).size(), 1u) << "stdout should hold only the metrics:\n" << ev.out;
+  nlohmann::json metrics = nlohmann::json::parse(ev.out);
+  EXPECT_EQ(metrics["examples"], rows);
+  EXPECT_EQ(expect_progress(ev.err, "eval", rows), rows / 8) << ev.err;
+
+  CommandResult quiet = run_engine("eval --quiet " + common, every_batch);
+  ASSERT_EQ(quiet.exit_code, 0) << quiet.err;
+  EXPECT_EQ(quiet.err, "");
+  EXPECT_EQ(quiet.out, ev.out);
+
+  CommandResult pr = run_engine("predict " + common, every_batch);
+  ASSERT_EQ(pr.exit_code, 0) << pr.err;
+  std::vector<std::string> predictions = lines_of(pr.out);
+  ASSERT_EQ(predictions.size(), rows) << "stdout should hold one prediction per row:\n" << pr.out;
+  for (const std::string& line : predictions) EXPECT_TRUE(nlohmann::json::parse(line).contains("label")) << line;
+  EXPECT_EQ(expect_progress(pr.err, "predict", rows), rows / 8) << pr.err;
+
+  quiet = run_engine("predict --quiet " + common, every_batch);
+  ASSERT_EQ(quiet.exit_code, 0) << quiet.err;
+  EXPECT_EQ(quiet.err, "");
+  EXPECT_EQ(quiet.out, pr.out);
+
+  // A pass done before its first line is due shows nothing: one batch, even at interval 0.
+  std::ofstream(dir_ / "one.tsv") << "sentence\tlabel\n" << task_.text(task_.dev[0]) << "\tpos\n";
+  CommandResult one = run_engine("predict --backend cpu --model " + model.string() + " --data " +
+                                 (dir_ / "one.tsv").string(), every_batch);
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  EXPECT_EQ(one.err, "");
+
+  CommandResult bad = run_engine("eval " + common, "ENGINE_PROGRESS_SECONDS=soon");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("ENGINE_PROGRESS_SECONDS must be a number of seconds"), std::string::npos) << bad.err;
 }
 
 }  // namespace

@@ -18,6 +18,7 @@
 #include "engine/model/checkpoint.h"
 #include "engine/train/metrics.h"
 #include "engine/train/optimizer.h"
+#include "engine/train/progress.h"
 #include "engine/train/schedule.h"
 
 namespace engine {
@@ -130,27 +131,6 @@ std::string find_resume_dir(const std::string& dir) {
   ENGINE_CHECK(!best.empty(), "--resume: '", dir, "' holds no checkpoint (no trainer_state.json, no checkpoint-<step>/)");
   return best;
 }
-
-// One line of progress: rewritten in place on a terminal, plain lines otherwise.
-class Progress {
- public:
-  Progress(std::ostream& log) : log_(log), tty_(isatty(STDERR_FILENO) && &log == &std::cout && isatty(STDOUT_FILENO)) {}
-  void update(const std::string& line, bool keep) {
-    if (tty_) {
-      log_ << "\r\033[K" << line << (keep ? "\n" : "") << std::flush;
-    } else if (keep) {
-      log_ << line << "\n" << std::flush;
-    }
-  }
-  void message(const std::string& line) {
-    if (tty_) log_ << "\r\033[K";
-    log_ << line << "\n" << std::flush;
-  }
-
- private:
-  std::ostream& log_;
-  bool tty_;
-};
 
 std::string format_metrics(const std::map<std::string, double>& m) {
   std::string s;
