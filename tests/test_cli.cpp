@@ -1,6 +1,6 @@
 // The engine command as a user runs it: `engine info` on checkpoints whose weights do not fit their
 // config; predict on a labelled file; eval and predict show progress on standard error and only
-// results on standard output.
+// results on standard output; results name no path of the machine they ran on.
 #include <gtest/gtest.h>
 
 #include <regex>
@@ -182,6 +182,92 @@ TEST_F(Cli, EvalAndPredictShowProgressOnStderrAndResultsOnStdout) {
   CommandResult bad = run_engine("eval " + common, "ENGINE_PROGRESS_SECONDS=soon");
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_NE(bad.err.find("ENGINE_PROGRESS_SECONDS must be a number of seconds"), std::string::npos) << bad.err;
+}
+
+// Everything a run writes (run_config.json, metrics, checkpoints' state, the log, eval's output, the
+// bench JSON) names data and models by a path relative to the current directory or by name, never
+// by an absolute path of the machine: the run happens in a directory under the temporary folder,
+// with absolute paths given for everything.
+TEST_F(Cli, ResultsNameNoPathOfTheMachine) {
+  SCOPED_TRACE("ENGINE_TEST_SEED=" + std::to_string(seed_));
+  const fs::path run = dir_ / "run", model = dir_ / "models" / "tiny-model";
+  fs::create_directories(run / "data");
+  save_tiny_model(task_, model, 2, seed_);
+  write_labelled_tsv(task_, task_.train, run / "data" / "train.tsv");
+  write_labelled_tsv(task_, task_.dev, run / "data" / "dev.tsv");
+  std::ofstream(run / "lengths.txt") << "5\n9\n";
+  const std::string in_run = "cd " + run.string() + " &&";
+  CommandResult ft = run_engine("finetune --backend cpu --max-steps 4 --save-steps 2 --batch-size 16 --model " +
+                                    model.string() + " --train " + (run / "data/train.tsv").string() + " --dev " +
+                                    (run / "data/dev.tsv").string() + " --output-dir " + (run / "out").string(),
+                                in_run);
+  ASSERT_EQ(ft.exit_code, 0) << ft.out << ft.err;
+  CommandResult resumed = run_engine("finetune --backend cpu --max-steps 4 --save-steps 2 --batch-size 16 --model " +
+                                         model.string() + " --train " + (run / "data/train.tsv").string() +
+                                         " --output-dir " + (run / "resumed").string() + " --resume " +
+                                         (run / "out/checkpoint-2").string(),
+                                     in_run);
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.out << resumed.err;
+  // Resume knows the training data by its bytes, not by its path: other bytes are refused.
+  write_labelled_tsv(task_, task_.dev, run / "data" / "other.tsv");
+  CommandResult refused = run_engine("finetune --backend cpu --max-steps 4 --batch-size 16 --model " + model.string() +
+                                         " --train " + (run / "data/other.tsv").string() + " --output-dir " +
+                                         (run / "refused").string() + " --resume " + (run / "out").string(),
+                                     in_run);
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_NE(refused.err.find("train_data_fnv1a64"), std::string::npos) << refused.err;
+  CommandResult ev = run_engine(
+      "eval --backend cpu --model " + (run / "out/model").string() + " --data " + (run / "data/dev.tsv").string(), in_run);
+  ASSERT_EQ(ev.exit_code, 0) << ev.err;
+  CommandResult bench = run_engine("bench --backend cpu --steps 1 --warmup 0 --batch 2 --peak-gemm 0 --config " +
+                                       model.string() + " --lengths " + (run / "lengths.txt").string() +
+                                       " --json " + (run / "bench.json").string(),
+                                   in_run);
+  ASSERT_EQ(bench.exit_code, 0) << bench.out << bench.err;
+
+  // The rule, where it applies: under the current directory relative to it, elsewhere the name.
+  nlohmann::json config = nlohmann::json::parse(read_text(run / "out/run_config.json"));
+  EXPECT_EQ(config["model"], "tiny-model");
+  EXPECT_EQ(config["train"], "data/train.tsv");
+  EXPECT_EQ(config["output_dir"], "out");
+  EXPECT_EQ(nlohmann::json::parse(ev.out)["data"], "data/dev.tsv");
+  EXPECT_EQ(nlohmann::json::parse(read_text(run / "bench.json"))["config"]["name"], "tiny-model");
+
+  // No machine path anywhere: not the run's directory, not the temporary folder, not $HOME.
+  std::vector<std::string> machine_paths = {run.string(), dir_.string(), fs::temp_directory_path().string()};
+  if (const char* home = std::getenv("HOME"); home && std::string(home).size() > 1) machine_paths.push_back(home);
+  std::vector<std::pair<std::string, std::string>> outputs = {{"finetune stdout", ft.out},
+                                                              {"resumed finetune stdout", resumed.out},
+                                                              {"eval stdout", ev.out},
+                                                              {"bench stdout", bench.out}};
+  for (const auto& entry : fs::recursive_directory_iterator(run)) {
+    const std::string ext = entry.path().extension().string();
+    if (entry.is_regular_file() && (ext == ".json" || ext == ".jsonl" || ext == ".txt"))
+      outputs.push_back({entry.path().string(), read_text(entry.path())});
+  }
+  ASSERT_GT(outputs.size(), 10u);
+  for (const auto& [name, text] : outputs)
+    for (const std::string& machine : machine_paths)
+      EXPECT_EQ(text.find(machine), std::string::npos) << name << " names the machine path " << machine << ":\n" << text;
+}
+
+// The committed results under bench/results/ follow the same rule: no absolute path (a '/' that
+// starts a path after a space, a quote, a bracket, '=' or ':').
+TEST(CommittedResults, NameNoAbsolutePath) {
+  const fs::path results = fs::path(ENGINE_SOURCE_DIR) / "bench" / "results";
+  const std::regex absolute_path(R"((^|[\s"'(=:])/[A-Za-z0-9._-]+/)");
+  int files = 0;
+  for (const auto& entry : fs::recursive_directory_iterator(results)) {
+    if (!entry.is_regular_file()) continue;
+    ++files;
+    std::istringstream in(read_text(entry.path()));
+    int number = 0;
+    for (std::string line; std::getline(in, line);) {
+      ++number;
+      EXPECT_FALSE(std::regex_search(line, absolute_path)) << entry.path().string() << ":" << number << ": " << line;
+    }
+  }
+  EXPECT_GT(files, 0) << "no results under " << results;
 }
 
 }  // namespace

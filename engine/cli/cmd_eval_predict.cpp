@@ -8,6 +8,7 @@
 
 #include "engine/cli/commands.h"
 #include "engine/cli/data_flags.h"
+#include "engine/io/result_path.h"
 #include "engine/model/checkpoint.h"
 #include "engine/train/metrics.h"
 #include "engine/train/progress.h"
@@ -134,7 +135,8 @@ void add_eval_command(CLI::App& app) {
     ModelDir m(*f, *flags);
     TaskData data = load_task_data(f->data_file, m.task, *m.tok, m.label_map(), true, m.data);
     Predictions p = m.predict_all(*f, data, "eval");
-    nlohmann::json j = {{"data", f->data_file}, {"examples", data.examples.size()}, {"task", task_name(m.task)}};
+    nlohmann::json j = {
+        {"data", io::result_path(f->data_file)}, {"examples", data.examples.size()}, {"task", task_name(m.task)}};
     for (const auto& [k, v] : p.metrics) j[k] = metric_json(v);
     std::cout << j.dump() << "\n";
   });

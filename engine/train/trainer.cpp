@@ -14,6 +14,7 @@
 #include <optional>
 
 #include "engine/io/atomic_file.h"
+#include "engine/io/result_path.h"
 #include "engine/io/safetensors.h"
 #include "engine/model/checkpoint.h"
 #include "engine/train/metrics.h"
@@ -45,10 +46,22 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// The training data's identity for resume: a digest of the file's bytes (FNV-1a, 64 bits), not its
+// path, so a run resumes from another directory or machine with the same data, refuses data that
+// changed, and its checkpoints name no machine path.
+std::string file_digest(const std::string& path) {
+  const std::string bytes = io::read_file(path);
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char c : bytes) h = (h ^ c) * 0x100000001b3ull;
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", (unsigned long long)h);
+  return hex;
+}
+
 // The options that must not change between a run and its resumption: anything that changes which
 // batches come, how they are scaled, or the arithmetic.
 nlohmann::json resume_fingerprint(const FinetuneOptions& o, const std::string& backend, DType act) {
-  return {{"train_file", fs::absolute(o.train_file).string()},
+  return {{"train_data_fnv1a64", file_digest(o.train_file)},
           {"task", o.task},
           {"seed", o.seed},
           {"batch_size", o.batch_size},
@@ -64,12 +77,12 @@ nlohmann::json resume_fingerprint(const FinetuneOptions& o, const std::string& b
 }
 
 nlohmann::json options_json(const FinetuneOptions& o) {
-  return {{"model", o.model_dir},
-          {"train", o.train_file},
-          {"dev", o.dev_file},
-          {"test", o.test_file},
+  return {{"model", io::result_path(o.model_dir)},
+          {"train", io::result_path(o.train_file)},
+          {"dev", io::result_path(o.dev_file)},
+          {"test", io::result_path(o.test_file)},
           {"task", o.task},
-          {"output_dir", o.output_dir},
+          {"output_dir", io::result_path(o.output_dir)},
           {"max_length", o.data.encode.max_length},
           {"truncation", tokenizer::truncation_name(o.data.encode.truncation)},
           {"num_train_epochs", o.num_train_epochs},
@@ -102,7 +115,7 @@ nlohmann::json options_json(const FinetuneOptions& o) {
           {"metric_for_best_model", o.metric_for_best_model},
           {"logging_steps", o.logging_steps},
           {"on_divergence", o.on_divergence},
-          {"resume", o.resume}};
+          {"resume", io::result_path(o.resume)}};
 }
 
 // JSON cannot hold NaN; a NaN metric is written as null.
@@ -233,7 +246,8 @@ void Trainer::setup() {
   override_prob(o_.classifier_dropout, config_.classifier_dropout);
   config_.validate("model config");
 
-  log_ << "engine finetune: " << task_name(task_) << " on " << o_.train_file << ", model " << o_.model_dir << ", "
+  log_ << "engine finetune: " << task_name(task_) << " on " << io::result_path(o_.train_file) << ", model "
+       << io::result_path(o_.model_dir) << ", "
        << backend_name_ << " backend, " << (act_ == DType::bf16 ? "bf16" : "fp32") << "\n";
   auto t0 = Clock::now();
   train_data_ = load_task_data(o_.train_file, task_, *tok_, &labels_, true, data);
@@ -397,7 +411,7 @@ void Trainer::restore(const std::string& dir) {
                                  b.at("seed").get<uint64_t>(), b.at("examples").get<int64_t>()});
   best_step_ = state.value("best_step", int64_t(-1));
   if (state["best_value"].is_number()) best_value_ = state["best_value"].get<double>();
-  log_ << "  resumed from " << dir << " at step " << step_ << "\n";
+  log_ << "  resumed from " << io::result_path(dir) << " at step " << step_ << "\n";
 }
 
 void Trainer::append_metrics(nlohmann::json event) {
@@ -547,10 +561,10 @@ FinetuneResult Trainer::run() {
   append_metrics(end);
   log_ << "done: " << step_ << " steps";
   if (skipped_) log_ << " (" << skipped_ << " skipped as divergent)";
-  log_ << "; final model in " << (fs::path(o_.output_dir) / "model").string();
+  log_ << "; final model in " << (fs::path(io::result_path(o_.output_dir)) / "model").string();
   if (best_step_ >= 0)
     log_ << "; best " << best_metric_ << " " << format_metric(best_value_) << " at step " << best_step_ << " in "
-         << (fs::path(o_.output_dir) / "best").string();
+         << (fs::path(io::result_path(o_.output_dir)) / "best").string();
   log_ << "\n";
   return result;
 }
