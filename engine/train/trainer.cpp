@@ -6,12 +6,14 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iostream>
 #include <memory>
 #include <optional>
+#include <set>
 
 #include "engine/io/atomic_file.h"
 #include "engine/io/result_path.h"
@@ -121,28 +123,94 @@ nlohmann::json options_json(const FinetuneOptions& o) {
 // JSON cannot hold NaN; a NaN metric is written as null.
 nlohmann::json metric_value(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); }
 
-// A checkpoint directory to resume from: DIR itself when it holds trainer_state.json, else the
-// checkpoint-<step> inside DIR with the largest step.
-std::string find_resume_dir(const std::string& dir) {
-  io::recover_directory(dir);
-  if (fs::exists(fs::path(dir) / "trainer_state.json")) return dir;
-  ENGINE_CHECK(fs::is_directory(dir), "--resume: '", dir, "' does not exist");
-  std::string best;
-  int64_t best_step = -1;
+bool all_digits(const std::string& s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// The step of a directory named checkpoint-<digits>, the only name a complete checkpoint has (its
+// staging directory checkpoint-<step>.tmp.<pid> and the old copy of a swap, .old.<pid>, are not);
+// -1 for any other name.
+int64_t checkpoint_step(const std::string& name) {
+  const std::string prefix = "checkpoint-";
+  if (name.compare(0, prefix.size(), prefix) != 0) return -1;
+  const std::string digits = name.substr(prefix.size());
+  return all_digits(digits) && digits.size() <= 18 ? std::stoll(digits) : -1;  // 18 digits fit an int64_t
+}
+
+// What keeps `dir` from being a checkpoint to resume from (a file missing, a file that does not
+// read), or empty when it is complete. A checkpoint-<step> only ever appears by renaming a complete
+// staging directory, but a crash in the middle of pruning an old one leaves it half deleted.
+std::string checkpoint_defect(const fs::path& dir) {
+  for (const char* f : {"config.json", "model.safetensors", "optimizer.safetensors", "trainer_state.json"})
+    if (!fs::is_regular_file(dir / f)) return std::string("no ") + f;
+  try {
+    if (!nlohmann::json::accept(io::read_file((dir / "trainer_state.json").string())))
+      return "trainer_state.json is not valid JSON";
+    io::SafetensorsFile::open((dir / "model.safetensors").string());
+    io::SafetensorsFile::open((dir / "optimizer.safetensors").string());
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// Removes what writers that died left in a run directory: the staging (NAME.tmp.<pid>) and old
+// (NAME.old.<pid>) copies of its checkpoints, best/, model/ and files, by the recovery rule of
+// io::recover_directory (which leaves everything alone while a live engine process saves there, and
+// restores a directory whose swap was cut between its two renames). Says what it removes.
+void remove_stale_saves(const std::string& dir, std::ostream& log) {
+  if (!fs::is_directory(dir)) return;
+  std::set<std::string> bases;
+  std::vector<fs::path> leftovers;
   for (const auto& entry : fs::directory_iterator(dir)) {
-    std::string name = entry.path().filename().string();
-    if (name.rfind("checkpoint-", 0) != 0 || !fs::exists(entry.path() / "trainer_state.json")) continue;
-    try {
-      int64_t step = std::stoll(name.substr(11));
-      if (step > best_step) {
-        best_step = step;
-        best = entry.path().string();
-      }
-    } catch (const std::logic_error&) {
+    const std::string name = entry.path().filename().string();
+    for (const char* tag : {".tmp.", ".old."}) {
+      const size_t at = name.rfind(tag);
+      if (at == std::string::npos || at == 0) continue;
+      if (!all_digits(name.substr(at + std::strlen(tag)))) continue;
+      bases.insert(name.substr(0, at));
+      leftovers.push_back(entry.path());
     }
   }
-  ENGINE_CHECK(!best.empty(), "--resume: '", dir, "' holds no checkpoint (no trainer_state.json, no checkpoint-<step>/)");
-  return best;
+  if (leftovers.empty()) return;
+  // Said before it is done, and flushed: a run killed right here still leaves the line in its log.
+  log << "  removing what interrupted saves left in " << io::result_path(dir) << ":";
+  for (const fs::path& p : leftovers) log << " " << p.filename().string();
+  log << std::endl;
+  for (const std::string& base : bases) {
+    if (io::recover_directory((fs::path(dir) / base).string()) == io::Recovery::restored_old)
+      log << "  restored " << base << " from the old copy of a save cut between its two renames\n";
+  }
+  std::string kept;
+  for (const fs::path& p : leftovers)
+    if (fs::exists(p)) kept += " " + p.filename().string();
+  if (!kept.empty()) log << "  kept" << kept << ": a live engine process is saving there\n";
+}
+
+// A checkpoint directory to resume from: DIR itself when it holds trainer_state.json, else the
+// complete checkpoint-<step> inside DIR with the largest step (incomplete ones are skipped, and
+// said so).
+std::string find_resume_dir(const std::string& dir, std::ostream& log) {
+  io::recover_directory(dir);
+  if (fs::exists(fs::path(dir) / "trainer_state.json")) {
+    const std::string defect = checkpoint_defect(dir);
+    ENGINE_CHECK(defect.empty(), "--resume ", dir, ": not a complete checkpoint (", defect, ")");
+    return dir;
+  }
+  ENGINE_CHECK(fs::is_directory(dir), "--resume: '", dir, "' does not exist");
+  remove_stale_saves(dir, log);
+  std::vector<std::pair<int64_t, fs::path>> checkpoints;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    const int64_t step = checkpoint_step(entry.path().filename().string());
+    if (step >= 0) checkpoints.emplace_back(step, entry.path());
+  }
+  std::sort(checkpoints.rbegin(), checkpoints.rend());
+  for (const auto& [step, path] : checkpoints) {
+    const std::string defect = checkpoint_defect(path);
+    if (defect.empty()) return path.string();
+    log << "  skipped " << path.filename().string() << ": incomplete (" << defect << ")\n";
+  }
+  fail("--resume: '", dir, "' holds no complete checkpoint (no trainer_state.json, no complete checkpoint-<step>/)");
 }
 
 std::string format_metrics(const std::map<std::string, double>& m) {
@@ -298,8 +366,9 @@ void Trainer::setup() {
   best_metric_ = o_.metric_for_best_model.empty() ? default_best_metric(task_) : o_.metric_for_best_model;
   greater_is_better_ = best_metric_ != "loss";
 
+  remove_stale_saves(o_.output_dir, log_);
   if (!o_.resume.empty()) {
-    restore(find_resume_dir(o_.resume));
+    restore(find_resume_dir(o_.resume, log_));
   } else {
     LoadReport report = load_weights(*model_, o_.model_dir, o_.reinit_head, o_.seed);
     log_ << "  weights: " << report.summary() << "\n";
@@ -366,12 +435,8 @@ void Trainer::prune_checkpoints() {
   if (o_.save_total_limit <= 0) return;
   std::vector<std::pair<int64_t, fs::path>> found;
   for (const auto& entry : fs::directory_iterator(o_.output_dir)) {
-    std::string name = entry.path().filename().string();
-    if (name.rfind("checkpoint-", 0) != 0 || name.find('.') != std::string::npos) continue;
-    try {
-      found.emplace_back(std::stoll(name.substr(11)), entry.path());
-    } catch (const std::logic_error&) {
-    }
+    const int64_t step = checkpoint_step(entry.path().filename().string());
+    if (step >= 0) found.emplace_back(step, entry.path());
   }
   std::sort(found.begin(), found.end());
   for (size_t i = 0; i + size_t(o_.save_total_limit) < found.size(); ++i) fs::remove_all(found[i].second);
