@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "engine/error.h"
+#include "engine/io/result_path.h"
 #include "engine/perf/peaks.h"
 #include "engine/perf/step_bench.h"
 #include "engine/perf/timed_backend.h"
@@ -186,7 +187,7 @@ TEST(StepBench, LengthsFileBatchesAreConsecutiveAndCycle) {
   // Batches: [5 9 17] (warm-up), [3 5 9], [17 3 5]: timed mean 21 tokens, mean longest 13.
   EXPECT_EQ(r["batch"]["mode"], "lengths");
   EXPECT_TRUE(r["batch"]["seq"].is_null());
-  EXPECT_EQ(r["batch"]["lengths_source"], o.lengths);
+  EXPECT_EQ(r["batch"]["lengths_source"], engine::io::result_path(o.lengths));  // named as results name files
   EXPECT_DOUBLE_EQ(r["batch"]["mean_tokens"].get<double>(), 21.0);
   EXPECT_DOUBLE_EQ(r["batch"]["mean_max_seqlen"].get<double>(), 13.0);
   const engine::BertConfig c = engine::BertConfig::named("bert-tiny");

@@ -5,7 +5,9 @@
 #include <gtest/gtest.h>
 
 #include "test_seed.h"
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -631,12 +633,26 @@ TEST_F(IoTest, RecoverAfterCrashBeforeRemovingOld) {
   EXPECT_EQ(listing(dir_), std::vector<std::string>{"ckpt"});
 }
 
-// Siblings named after a running process belong to a save in progress: recovery leaves them (and
-// everything else) alone, however it looks. Pids like 900000001 above are beyond any pid_max.
+// Siblings named after a running process of this program belong to a save in progress: recovery
+// leaves them (and everything else) alone, however it looks. Pids like 900000001 above are beyond
+// any pid_max.
 TEST_F(IoTest, RecoverLeavesSavesInProgressAlone) {
   const std::string final_dir = path("ckpt");
-  const std::string live = std::to_string(::getppid());  // our parent is running
-  ASSERT_NE(::getppid(), ::getpid());
+  // A live process of this program: a child that waits (killed at the end of the test).
+  const pid_t child = ::fork();
+  if (child == 0) {
+    ::pause();
+    ::_exit(0);
+  }
+  ASSERT_GT(child, 0);
+  struct KillChild {
+    pid_t pid;
+    ~KillChild() {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  } kill_child{child};
+  const std::string live = std::to_string(child);
   write_dir(final_dir + ".old." + live, "old");
   write_dir(final_dir + ".tmp." + live, "new");
   EXPECT_EQ(recover_directory(final_dir), Recovery::nothing);
@@ -647,6 +663,12 @@ TEST_F(IoTest, RecoverLeavesSavesInProgressAlone) {
   // Our own pid is not a save in progress elsewhere: our leftovers are removed.
   fs::rename(final_dir + ".tmp." + live, temp_path_for(final_dir));
   EXPECT_EQ(recover_directory(final_dir + "/"), Recovery::removed_leftovers);
+  EXPECT_EQ(listing(dir_), std::vector<std::string>{"ckpt"});
+  // A live process of another program (our parent: ctest or a shell) holds a pid a dead writer
+  // once had: the leftover named after it is removed.
+  const std::string other = std::to_string(::getppid());
+  write_dir(final_dir + ".tmp." + other, "new");
+  EXPECT_EQ(recover_directory(final_dir), Recovery::removed_leftovers);
   EXPECT_EQ(listing(dir_), std::vector<std::string>{"ckpt"});
 }
 

@@ -7,6 +7,7 @@
 
 #include "engine/cli/commands.h"
 #include "engine/error.h"
+#include "engine/io/result_path.h"
 #include "engine/perf/step_bench.h"
 
 namespace engine::cli {
@@ -56,7 +57,7 @@ void add_bench_command(CLI::App& app) {
       ENGINE_CHECK(out, "--json ", *json_path, ": cannot write the file");
       out << report.dump(2) << "\n";
       ENGINE_CHECK(out.good(), "--json ", *json_path, ": write failed");
-      std::cout << "report: " << *json_path << "\n";
+      std::cout << "report: " << io::result_path(*json_path) << "\n";
     }
   });
 }

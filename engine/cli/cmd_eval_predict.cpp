@@ -1,13 +1,17 @@
 // engine eval and engine predict: load a fine-tuned model directory and score a labelled file, or
 // predict for a file or for lines on standard input (one JSON object per input, in input order).
+// Standard output holds only the results; progress (rows done, rows/s, time left) goes to standard
+// error, as the trainer's does, unless --quiet.
 #include <cmath>
 #include <filesystem>
 #include <iostream>
 
 #include "engine/cli/commands.h"
 #include "engine/cli/data_flags.h"
+#include "engine/io/result_path.h"
 #include "engine/model/checkpoint.h"
 #include "engine/train/metrics.h"
+#include "engine/train/progress.h"
 #include "engine/train/trainer.h"
 
 namespace engine::cli {
@@ -18,6 +22,7 @@ struct ModelFlags {
   std::string model_dir, data_file, task, backend = "auto", precision = "auto", attention = "auto";
   int max_length = 0;  // 0: 128, or max_position_embeddings when smaller
   int64_t batch_size = 64;
+  bool quiet = false;
 };
 
 void add_model_flags(CLI::App* cmd, ModelFlags& f) {
@@ -31,6 +36,7 @@ void add_model_flags(CLI::App* cmd, ModelFlags& f) {
   cmd->add_option("--backend", f.backend, "cpu, cuda or auto")->capture_default_str();
   cmd->add_option("--precision", f.precision, "bf16, fp32 or auto")->capture_default_str();
   cmd->add_option("--attention", f.attention, "cuda attention: auto (flash for bf16, simple for fp32), flash, cudnn (dropout 0 only) or simple")->capture_default_str();
+  cmd->add_flag("--quiet", f.quiet, "no progress on standard error");
 }
 
 // Before reading any data: a base checkpoint (no classifier, or one of another size) cannot score.
@@ -61,8 +67,9 @@ struct ModelDir {
   }
   const LabelMap* label_map() const { return task == Task::regress ? nullptr : &labels; }
 
-  // Builds the model on the chosen backend, loads its weights, and predicts for `examples`.
-  Predictions predict_all(const ModelFlags& f, const TaskData& examples) const {
+  // Builds the model on the chosen backend, loads its weights, and predicts for `examples`, showing
+  // progress as `what` ("eval", "predict").
+  Predictions predict_all(const ModelFlags& f, const TaskData& examples, const std::string& what) const {
     const std::string name = resolve_backend(f.backend);
     BackendOptions bo;
     bo.attention = f.attention;
@@ -76,7 +83,9 @@ struct ModelDir {
     LoadReport report = load_weights(model, f.model_dir, false, 0);
     ENGINE_CHECK(report.initialised.empty(), f.model_dir, ": the checkpoint has no trained head (missing ",
                  report.initialised[0], "): fine-tune it first");
-    return predict(model, examples, labels, f.batch_size, 0);
+    if (f.quiet) return predict(model, examples, labels, f.batch_size, 0);
+    RowProgress progress(std::cerr, what, int64_t(examples.examples.size()));
+    return predict(model, examples, labels, f.batch_size, 0, [&](int64_t rows) { progress.update(rows); });
   }
 };
 
@@ -125,8 +134,9 @@ void add_eval_command(CLI::App& app) {
   cmd->callback([f, flags] {
     ModelDir m(*f, *flags);
     TaskData data = load_task_data(f->data_file, m.task, *m.tok, m.label_map(), true, m.data);
-    Predictions p = m.predict_all(*f, data);
-    nlohmann::json j = {{"data", f->data_file}, {"examples", data.examples.size()}, {"task", task_name(m.task)}};
+    Predictions p = m.predict_all(*f, data, "eval");
+    nlohmann::json j = {
+        {"data", io::result_path(f->data_file)}, {"examples", data.examples.size()}, {"task", task_name(m.task)}};
     for (const auto& [k, v] : p.metrics) j[k] = metric_json(v);
     std::cout << j.dump() << "\n";
   });
@@ -158,7 +168,7 @@ void add_predict_command(CLI::App& app) {
       data = load_task_data(f->data_file, m.task, *m.tok, nullptr, false, m.data);
       data.has_labels = false;
     }
-    print_predictions(m.predict_all(*f, data), m.labels, std::cout);
+    print_predictions(m.predict_all(*f, data, "predict"), m.labels, std::cout);
   });
 }
 

@@ -1,5 +1,6 @@
 // engine info DIR|NAME: what a model is: its config, parameter count, training FLOPs per token,
-// and what its model.safetensors holds.
+// what its model.safetensors holds, and whether those weights fit the config (the loader's own
+// check: every problem is listed and the exit status is non-zero, after the rest of the report).
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -7,10 +8,31 @@
 #include "engine/cli/commands.h"
 #include "engine/io/safetensors.h"
 #include "engine/model/checkpoint.h"
+#include "engine/train/task.h"
 
 namespace engine::cli {
 
 namespace {
+
+// Whether the weights fit the config, as eval and finetune will load them (the head the config's
+// architecture names; a head or pooler the file lacks is initialised, as the loader does).
+void report_fit(const BertConfig& c, const io::SafetensorsFile& file) {
+  ParamStore needed;
+  declare_parameters(needed, c, task_head(task_of_model(c)));
+  WeightFit fit = fit_weights(needed.list(), file, false);
+  if (fit.problems.empty()) {
+    std::printf("fit          every parameter the config needs is in the file with its shape (%zu loaded",
+                fit.loads.size());
+    if (!fit.initialised.empty()) std::printf(", %zu initialised when fine-tuning", fit.initialised.size());
+    if (!fit.unused.empty()) std::printf(", %zu tensors unused, e.g. %s", fit.unused.size(), fit.unused[0].c_str());
+    std::printf(")\n");
+    return;
+  }
+  for (const std::string& p : fit.problems) std::printf("problem      %s\n", p.c_str());
+  std::fflush(stdout);  // the report first, then the error main prints on stderr
+  fail(file.path(), ": ", fit.problems.size(), fit.problems.size() == 1 ? " problem" : " problems",
+       ": the weights do not fit config.json (eval and finetune would refuse this checkpoint)");
+}
 
 void print_info(const std::string& what) {
   namespace fs = std::filesystem;
@@ -49,6 +71,7 @@ void print_info(const std::string& what) {
   for (auto& [dtype, n] : by_dtype) std::printf(" %lld %s", (long long)n, dtype.c_str());
   std::printf("\n             %s names, %s\n", prefixed ? "bert.-prefixed" : "unprefixed (bare BertModel)",
               has_head ? "with a classifier head" : "no classifier head (one is initialised when fine-tuning)");
+  report_fit(c, file);
 }
 
 }  // namespace

@@ -69,16 +69,33 @@ bool is_pid_sibling(const std::string& name, const std::string& base, const std:
   return true;
 }
 
+// The name of the program process `pid` runs ("self": this one), from /proc on Linux; empty where
+// it cannot be read.
+std::string program_of(const std::string& pid) {
+  std::string comm;
+  try {
+    comm = read_file("/proc/" + pid + "/comm");
+  } catch (const Error&) {
+    return "";
+  }
+  while (!comm.empty() && comm.back() == '\n') comm.pop_back();
+  return comm;
+}
+
 // The process id in a sibling's name (the digits after its last '.'), and whether that process is
-// still running: then the sibling is a save in progress (say a trainer writing a checkpoint while
-// an eval reads the directory), not a leftover, and must not be touched. Our own pid counts as not
-// running: one process does not save and recover the same directory at once.
+// still running this program: then the sibling is a save in progress (say a trainer writing a
+// checkpoint while an eval reads the directory), not a leftover, and must not be touched. Our own
+// pid counts as not running: one process does not save and recover the same directory at once. A
+// live process that runs another program only reuses the pid of a writer that died (pids recycle
+// fast in containers), so its name does not protect the leftover.
 bool owner_alive(const std::string& name) {
   std::string digits = name.substr(name.rfind('.') + 1);
   if (digits.size() > 9) return false;  // larger than any pid
   long pid = std::stol(digits);
   if (pid <= 0 || pid == long(::getpid())) return false;
-  return ::kill(pid_t(pid), 0) == 0 || errno == EPERM;
+  if (::kill(pid_t(pid), 0) != 0 && errno != EPERM) return false;
+  const std::string ours = program_of("self"), theirs = program_of(std::to_string(pid));
+  return ours.empty() || theirs.empty() || ours == theirs;
 }
 
 // Absolute, normalised, no trailing slash: "ckpt/", "./ckpt" and "/abs/ckpt" name the same

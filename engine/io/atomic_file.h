@@ -76,8 +76,9 @@ enum class Recovery {
 //     listing them so a person can choose.
 //   - neither exists: nothing to do (no checkpoint was ever completed).
 // Siblings whose suffix after .old. / .tmp. is not all digits are never touched. When the pid in
-// any sibling's name is a running process other than this one, a save is in progress there and
-// recover_directory does nothing (returns Recovery::nothing), so a reader never destroys the
+// any sibling's name is a running process other than this one that runs the same program (its
+// name in /proc; a pid reused by another program is a dead writer's), a save is in progress there
+// and recover_directory does nothing (returns Recovery::nothing), so a reader never destroys the
 // staging directory of a trainer saving into the same place. Two processes saving to the same
 // final_dir at once are not supported. Paths are made absolute and normalised first, so "ckpt/",
 // "./ckpt" and "." all work.

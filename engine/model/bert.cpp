@@ -60,43 +60,47 @@ BertModel::~BertModel() = default;
 size_t BertModel::parameter_bytes() const { return param_arena_.bytes(); }
 size_t BertModel::activation_bytes() const { return act_arena_.bytes(); }
 
-void BertModel::plan_parameters() {
-  const int64_t H = config_.hidden_size, I = config_.intermediate_size, C = config_.num_labels;
-  const bool pooler = options_.head == Head::sequence_classification;
+void declare_parameters(ParamStore& params, const BertConfig& config, Head head) {
+  const int64_t H = config.hidden_size, I = config.intermediate_size, C = config.num_labels;
+  const bool pooler = head == Head::sequence_classification;
   // Decayed group: every weight matrix and embedding table.
-  params_.add("bert.embeddings.word_embeddings.weight", {config_.vocab_size, H});
-  params_.add("bert.embeddings.position_embeddings.weight", {config_.max_position_embeddings, H});
-  params_.add("bert.embeddings.token_type_embeddings.weight", {config_.type_vocab_size, H});
-  for (int i = 0; i < config_.num_hidden_layers; ++i) {
+  params.add("bert.embeddings.word_embeddings.weight", {config.vocab_size, H});
+  params.add("bert.embeddings.position_embeddings.weight", {config.max_position_embeddings, H});
+  params.add("bert.embeddings.token_type_embeddings.weight", {config.type_vocab_size, H});
+  for (int i = 0; i < config.num_hidden_layers; ++i) {
     std::string p = layer_prefix(i);
-    params_.add(p + "attention.self.query.weight", {H, H});  // query, key, value back to back: fused QKV
-    params_.add(p + "attention.self.key.weight", {H, H}, true);
-    params_.add(p + "attention.self.value.weight", {H, H}, true);
-    params_.add(p + "attention.output.dense.weight", {H, H});
-    params_.add(p + "intermediate.dense.weight", {I, H});
-    params_.add(p + "output.dense.weight", {H, I});
+    params.add(p + "attention.self.query.weight", {H, H});  // query, key, value back to back: fused QKV
+    params.add(p + "attention.self.key.weight", {H, H}, true);
+    params.add(p + "attention.self.value.weight", {H, H}, true);
+    params.add(p + "attention.output.dense.weight", {H, H});
+    params.add(p + "intermediate.dense.weight", {I, H});
+    params.add(p + "output.dense.weight", {H, I});
   }
-  if (pooler) params_.add("bert.pooler.dense.weight", {H, H});
-  params_.add("classifier.weight", {C, H});
+  if (pooler) params.add("bert.pooler.dense.weight", {H, H});
+  params.add("classifier.weight", {C, H});
   // No decay: biases and LayerNorm parameters.
-  params_.begin_no_decay();
-  params_.add("bert.embeddings.LayerNorm.weight", {H});
-  params_.add("bert.embeddings.LayerNorm.bias", {H});
-  for (int i = 0; i < config_.num_hidden_layers; ++i) {
+  params.begin_no_decay();
+  params.add("bert.embeddings.LayerNorm.weight", {H});
+  params.add("bert.embeddings.LayerNorm.bias", {H});
+  for (int i = 0; i < config.num_hidden_layers; ++i) {
     std::string p = layer_prefix(i);
-    params_.add(p + "attention.self.query.bias", {H});
-    params_.add(p + "attention.self.key.bias", {H}, true);
-    params_.add(p + "attention.self.value.bias", {H}, true);
-    params_.add(p + "attention.output.dense.bias", {H});
-    params_.add(p + "attention.output.LayerNorm.weight", {H});
-    params_.add(p + "attention.output.LayerNorm.bias", {H});
-    params_.add(p + "intermediate.dense.bias", {I});
-    params_.add(p + "output.dense.bias", {H});
-    params_.add(p + "output.LayerNorm.weight", {H});
-    params_.add(p + "output.LayerNorm.bias", {H});
+    params.add(p + "attention.self.query.bias", {H});
+    params.add(p + "attention.self.key.bias", {H}, true);
+    params.add(p + "attention.self.value.bias", {H}, true);
+    params.add(p + "attention.output.dense.bias", {H});
+    params.add(p + "attention.output.LayerNorm.weight", {H});
+    params.add(p + "attention.output.LayerNorm.bias", {H});
+    params.add(p + "intermediate.dense.bias", {I});
+    params.add(p + "output.dense.bias", {H});
+    params.add(p + "output.LayerNorm.weight", {H});
+    params.add(p + "output.LayerNorm.bias", {H});
   }
-  if (pooler) params_.add("bert.pooler.dense.bias", {H});
-  params_.add("classifier.bias", {C});
+  if (pooler) params.add("bert.pooler.dense.bias", {H});
+  params.add("classifier.bias", {C});
+}
+
+void BertModel::plan_parameters() {
+  declare_parameters(params_, config_, options_.head);
   params_.plan(param_arena_, options_.act);
 }
 

@@ -28,6 +28,10 @@ struct ModelOptions {
 
 enum class Pass { train, eval };  // eval: dropout off
 
+// Adds the parameters of a BERT with this config and head to `params` (names and shapes, in memory
+// order; nothing is allocated): the model's own list, also what a checkpoint is checked against.
+void declare_parameters(ParamStore& params, const BertConfig& config, Head head);
+
 class BertModel {
  public:
   BertModel(Backend& backend, const BertConfig& config, const ModelOptions& options);

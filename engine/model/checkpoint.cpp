@@ -70,6 +70,46 @@ bool checkpoint_head_matches(const std::string& dir, int64_t num_labels) {
   return !shape.empty() && shape[0] == num_labels;
 }
 
+WeightFit fit_weights(const std::vector<ParamInfo>& params, const io::SafetensorsFile& file, bool reinit_head) {
+  const std::string& path = file.path();
+  WeightFit fit;
+  std::set<std::string> used;
+  for (const ParamInfo& p : params) {
+    const io::SafetensorsTensor* found = nullptr;
+    for (const std::string& candidate : candidate_names(p.name)) {
+      if (file.has(candidate)) {
+        found = &file.get(candidate);
+        break;
+      }
+    }
+    if (found) used.insert(found->name);
+    if (found && found->shape != p.shape) {
+      if (!(is_head(p.name) && reinit_head)) {
+        fit.problems.push_back(path + ": tensor '" + found->name + "' has shape " + shape_str(found->shape) +
+                               " but the model needs " + shape_str(p.shape) +
+                               (is_head(p.name) ? " (the classifier has another number of labels: pass --reinit-head "
+                                                  "to start a fresh head)"
+                                                : ""));
+        continue;
+      }
+      found = nullptr;
+    }
+    if (found && is_head(p.name) && reinit_head) found = nullptr;
+    if (found) {
+      fit.loads.push_back({&p, found});
+    } else if (is_head(p.name) || is_pooler(p.name)) {
+      fit.initialised.push_back(p.name);
+    } else {
+      std::string looked_for;
+      for (const std::string& c : candidate_names(p.name)) looked_for += (looked_for.empty() ? "" : ", ") + c;
+      fit.problems.push_back(path + ": no tensor for parameter '" + p.name + "' (looked for: " + looked_for + ")");
+    }
+  }
+  for (const io::SafetensorsTensor& t : file.tensors())
+    if (!used.count(t.name)) fit.unused.push_back(t.name);
+  return fit;
+}
+
 LoadReport load_weights(BertModel& model, const std::string& dir, bool reinit_head, uint64_t seed) {
   io::recover_directory(dir);
   std::string path = (fs::path(dir) / "model.safetensors").string();
@@ -78,45 +118,17 @@ LoadReport load_weights(BertModel& model, const std::string& dir, bool reinit_he
                    ? " (it has pytorch_model.bin: convert it with tools/convert_to_safetensors.py)"
                    : "");
   io::SafetensorsFile file = io::SafetensorsFile::open(path);
+  WeightFit fit = fit_weights(model.params().list(), file, reinit_head);
+  const size_t more = fit.problems.empty() ? 0 : fit.problems.size() - 1;
+  ENGINE_CHECK(fit.problems.empty(), fit.problems[0],
+               more ? " (and " + std::to_string(more) + (more == 1 ? " more problem" : " more problems") +
+                          ": `engine info " + dir + "` lists them all)"
+                    : "");
+  for (const WeightFit::Load& l : fit.loads) model.params().set_host(model.backend(), l.param->name, file.to_f32(l.tensor->name));
   LoadReport report;
-  std::set<std::string> used;
-  for (const ParamInfo& p : model.params().list()) {
-    const io::SafetensorsTensor* found = nullptr;
-    for (const std::string& candidate : candidate_names(p.name)) {
-      if (file.has(candidate)) {
-        found = &file.get(candidate);
-        break;
-      }
-    }
-    if (found && found->shape != p.shape) {
-      ENGINE_CHECK(is_head(p.name) && reinit_head, path, ": tensor '", found->name, "' has shape ",
-                   shape_str(found->shape), " but the model needs ", shape_str(p.shape),
-                   is_head(p.name) ? " (the classifier has another number of labels: pass --reinit-head to start "
-                                     "a fresh head)"
-                                   : "");
-      used.insert(found->name);
-      found = nullptr;
-    }
-    if (found && is_head(p.name) && reinit_head) {
-      used.insert(found->name);
-      found = nullptr;
-    }
-    if (!found) {
-      ENGINE_CHECK(is_head(p.name) || is_pooler(p.name), path, ": no tensor for parameter '", p.name,
-                   "' (looked for: ", [&] {
-                     std::string s;
-                     for (const std::string& c : candidate_names(p.name)) s += (s.empty() ? "" : ", ") + c;
-                     return s;
-                   }(), ")");
-      report.initialised.push_back(p.name);
-      continue;
-    }
-    model.params().set_host(model.backend(), p.name, file.to_f32(found->name));
-    used.insert(found->name);
-    ++report.loaded;
-  }
-  for (const io::SafetensorsTensor& t : file.tensors())
-    if (!used.count(t.name)) report.unused.push_back(t.name);
+  report.loaded = int(fit.loads.size());
+  report.initialised = fit.initialised;
+  report.unused = fit.unused;
   if (!report.initialised.empty()) model.init_parameters(report.initialised, seed);
   return report;
 }

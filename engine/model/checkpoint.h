@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/io/safetensors.h"
 #include "engine/model/bert.h"
 
 namespace engine {
@@ -24,6 +25,23 @@ struct LoadReport {
 BertConfig read_model_config(const std::string& dir);
 // True when dir/model.safetensors has classifier weights of `num_labels` rows.
 bool checkpoint_head_matches(const std::string& dir, int64_t num_labels);
+
+// How the tensors of a checkpoint file fit the parameters a model needs: the loader's check, also
+// run by `engine info`. Every parameter is looked up under the names candidate_names allows; a
+// classifier (and pooler) absent from the file, or present with the wrong number of labels when
+// reinit_head is set, is to be initialised; any other missing parameter or any shape mismatch is a
+// problem, and every one is listed (a message naming the file, the tensor and what was expected).
+struct WeightFit {
+  struct Load {
+    const ParamInfo* param;
+    const io::SafetensorsTensor* tensor;
+  };
+  std::vector<Load> loads;               // parameters that load, and from which tensor
+  std::vector<std::string> initialised;  // parameters to initialise (a head or pooler the file lacks)
+  std::vector<std::string> unused;       // tensors in the file no parameter uses
+  std::vector<std::string> problems;     // empty: the file fits
+};
+WeightFit fit_weights(const std::vector<ParamInfo>& params, const io::SafetensorsFile& file, bool reinit_head);
 
 // Loads dir/model.safetensors into the model. A classifier (and pooler) absent from the file, or
 // present with the wrong number of labels when reinit_head is set, is initialised from seed; any

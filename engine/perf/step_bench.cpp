@@ -17,6 +17,7 @@
 
 #include "engine/backend.h"
 #include "engine/error.h"
+#include "engine/io/result_path.h"
 #include "engine/model/bert.h"
 #include "engine/perf/timed_backend.h"
 #include "engine/train/optimizer.h"
@@ -321,7 +322,7 @@ void Bench::resolve() {
   config_.num_labels = 2;
   config_.id2label.clear();
   config_.problem_type.clear();
-  config_name_ = o_.config;
+  config_name_ = io::result_path(o_.config);  // as the report names it (a named config stays as it is)
   ENGINE_CHECK(o_.batch >= 1, "--batch must be at least 1 (got ", o_.batch, ")");
   real_lengths_ = !o_.lengths.empty();
   if (!real_lengths_) {
@@ -562,7 +563,7 @@ json Bench::run() {
   const std::string device = backend_->device_label();
   log_ << "engine bench: " << config_name_ << " on " << device << " (" << backend_name_ << ", " << dtype_name(act_)
        << (backend_name_ == "cuda" ? ", attention " + o_.attention : std::string()) << "), "
-       << (real_lengths_ ? "lengths " + o_.lengths : "seq " + std::to_string(o_.seq)) << ", batch " << o_.batch
+       << (real_lengths_ ? "lengths " + io::result_path(o_.lengths) : "seq " + std::to_string(o_.seq)) << ", batch " << o_.batch
        << ", warm-up " << o_.warmup << ", steps " << o_.steps << "\n";
   if (backend_name_ == "cpu")
     log_ << "note: the CPU backend is the plain-loop reference; its numbers are for reference only\n";
@@ -665,7 +666,7 @@ json Bench::report() {
   r["batch"] = {{"mode", real_lengths_ ? "lengths" : "fixed"},
                 {"seq", real_lengths_ ? json(nullptr) : json(o_.seq)},
                 {"batch", o_.batch},
-                {"lengths_source", real_lengths_ ? json(o_.lengths) : json(nullptr)},
+                {"lengths_source", real_lengths_ ? json(io::result_path(o_.lengths)) : json(nullptr)},
                 {"mean_tokens", tokens},
                 {"mean_max_seqlen", max_len},
                 {"distinct_batches", o_.warmup + o_.steps}};

@@ -146,8 +146,10 @@ TaskData load_task_data(const std::string& path, Task task, const tokenizer::Ber
     b.push_back(row.text_b);
   }
   encode_texts(a, b, tok, options, out);
-  out.has_labels = d.has_labels;
-  if (!d.has_labels) return out;
+  // Without a label map (predict --data) classification labels are not read, as for CoNLL tags:
+  // predict ignores them, and a label the model does not know must not stop it.
+  out.has_labels = d.has_labels && (labels || task == Task::regress);
+  if (!out.has_labels) return out;
   for (size_t i = 0; i < d.rows.size(); ++i) {
     const Example& row = d.rows[i];
     if (task == Task::regress) {
@@ -195,7 +197,7 @@ std::string default_best_metric(Task task) {
 }
 
 Predictions predict(BertModel& model, const TaskData& data, const LabelMap& labels, int64_t batch_size,
-                    int64_t max_tokens) {
+                    int64_t max_tokens, const std::function<void(int64_t rows_done)>& rows_done) {
   const int64_t C = model.config().num_labels;
   BatcherOptions bo;
   bo.batch_size = batch_size;
@@ -205,7 +207,7 @@ Predictions predict(BertModel& model, const TaskData& data, const LabelMap& labe
   Predictions out;
   out.task = data.task;
   double loss_sum = 0;
-  int64_t loss_rows = 0;
+  int64_t loss_rows = 0, rows = 0;
   std::vector<std::vector<float>> token_logits(data.task == Task::tokens ? data.examples.size() : 0);
   out.logits.resize(data.task == Task::tokens ? 0 : data.examples.size());
   for (int64_t i = 0; i < batcher.num_batches(0); ++i) {
@@ -227,6 +229,8 @@ Predictions predict(BertModel& model, const TaskData& data, const LabelMap& labe
         out.logits[example].assign(logits.begin() + s * C, logits.begin() + (s + 1) * C);
       }
     }
+    rows += b.sequences;
+    if (rows_done) rows_done(rows);
   }
   auto argmax = [](const float* p, int64_t n) {
     return int32_t(std::max_element(p, p + n) - p);

@@ -7,6 +7,7 @@
 //             WordPiece and the others are ignored (-100), as Hugging Face's run_ner.py does;
 //             metrics entity-level precision, recall, F1 (seqeval) and token accuracy
 #pragma once
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -72,9 +73,10 @@ struct Predictions {
 };
 
 // Runs the model in eval mode over the data in batches of at most batch_size sequences and
-// max_tokens tokens, and scores it.
+// max_tokens tokens, and scores it. rows_done, when given, is called after every batch with the
+// number of rows done so far (progress).
 Predictions predict(BertModel& model, const TaskData& data, const LabelMap& labels, int64_t batch_size,
-                    int64_t max_tokens);
+                    int64_t max_tokens, const std::function<void(int64_t rows_done)>& rows_done = {});
 // The metric a run keeps its best checkpoint by, by default: accuracy, pearson or f1.
 std::string default_best_metric(Task task);
 

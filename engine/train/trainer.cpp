@@ -6,18 +6,22 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iostream>
 #include <memory>
 #include <optional>
+#include <set>
 
 #include "engine/io/atomic_file.h"
+#include "engine/io/result_path.h"
 #include "engine/io/safetensors.h"
 #include "engine/model/checkpoint.h"
 #include "engine/train/metrics.h"
 #include "engine/train/optimizer.h"
+#include "engine/train/progress.h"
 #include "engine/train/schedule.h"
 
 namespace engine {
@@ -44,10 +48,22 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// The training data's identity for resume: a digest of the file's bytes (FNV-1a, 64 bits), not its
+// path, so a run resumes from another directory or machine with the same data, refuses data that
+// changed, and its checkpoints name no machine path.
+std::string file_digest(const std::string& path) {
+  const std::string bytes = io::read_file(path);
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char c : bytes) h = (h ^ c) * 0x100000001b3ull;
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", (unsigned long long)h);
+  return hex;
+}
+
 // The options that must not change between a run and its resumption: anything that changes which
 // batches come, how they are scaled, or the arithmetic.
 nlohmann::json resume_fingerprint(const FinetuneOptions& o, const std::string& backend, DType act) {
-  return {{"train_file", o.data_in_memory ? o.data_in_memory->train.path : fs::absolute(o.train_file).string()},
+  return {{"train_data_fnv1a64", o.data_in_memory ? "in memory: " + o.data_in_memory->train.path : file_digest(o.train_file)},
           {"task", o.task},
           {"seed", o.seed},
           {"batch_size", o.batch_size},
@@ -63,14 +79,14 @@ nlohmann::json resume_fingerprint(const FinetuneOptions& o, const std::string& b
 }
 
 nlohmann::json options_json(const FinetuneOptions& o) {
-  return {{"model", o.model_dir},
+  return {{"model", io::result_path(o.model_dir)},
           {"model_in_memory", o.model_in_memory ? o.model_in_memory->config.to_json() : nlohmann::json(nullptr)},
-          {"train", o.train_file},
-          {"dev", o.dev_file},
+          {"train", io::result_path(o.train_file)},
+          {"dev", io::result_path(o.dev_file)},
           {"data_in_memory", o.data_in_memory ? nlohmann::json(o.data_in_memory->train.path) : nlohmann::json(nullptr)},
-          {"test", o.test_file},
+          {"test", io::result_path(o.test_file)},
           {"task", o.task},
-          {"output_dir", o.output_dir},
+          {"output_dir", io::result_path(o.output_dir)},
           {"max_length", o.data.encode.max_length},
           {"truncation", tokenizer::truncation_name(o.data.encode.truncation)},
           {"num_train_epochs", o.num_train_epochs},
@@ -103,56 +119,101 @@ nlohmann::json options_json(const FinetuneOptions& o) {
           {"metric_for_best_model", o.metric_for_best_model},
           {"logging_steps", o.logging_steps},
           {"on_divergence", o.on_divergence},
-          {"resume", o.resume}};
+          {"resume", io::result_path(o.resume)}};
 }
 
 // JSON cannot hold NaN; a NaN metric is written as null.
 nlohmann::json metric_value(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); }
 
-// A checkpoint directory to resume from: DIR itself when it holds trainer_state.json, else the
-// checkpoint-<step> inside DIR with the largest step.
-std::string find_resume_dir(const std::string& dir) {
-  io::recover_directory(dir);
-  if (fs::exists(fs::path(dir) / "trainer_state.json")) return dir;
-  ENGINE_CHECK(fs::is_directory(dir), "--resume: '", dir, "' does not exist");
-  std::string best;
-  int64_t best_step = -1;
-  for (const auto& entry : fs::directory_iterator(dir)) {
-    std::string name = entry.path().filename().string();
-    if (name.rfind("checkpoint-", 0) != 0 || !fs::exists(entry.path() / "trainer_state.json")) continue;
-    try {
-      int64_t step = std::stoll(name.substr(11));
-      if (step > best_step) {
-        best_step = step;
-        best = entry.path().string();
-      }
-    } catch (const std::logic_error&) {
-    }
-  }
-  ENGINE_CHECK(!best.empty(), "--resume: '", dir, "' holds no checkpoint (no trainer_state.json, no checkpoint-<step>/)");
-  return best;
+bool all_digits(const std::string& s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
 
-// One line of progress: rewritten in place on a terminal, plain lines otherwise.
-class Progress {
- public:
-  Progress(std::ostream& log) : log_(log), tty_(isatty(STDERR_FILENO) && &log == &std::cout && isatty(STDOUT_FILENO)) {}
-  void update(const std::string& line, bool keep) {
-    if (tty_) {
-      log_ << "\r\033[K" << line << (keep ? "\n" : "") << std::flush;
-    } else if (keep) {
-      log_ << line << "\n" << std::flush;
+// The step of a directory named checkpoint-<digits>, the only name a complete checkpoint has (its
+// staging directory checkpoint-<step>.tmp.<pid> and the old copy of a swap, .old.<pid>, are not);
+// -1 for any other name.
+int64_t checkpoint_step(const std::string& name) {
+  const std::string prefix = "checkpoint-";
+  if (name.compare(0, prefix.size(), prefix) != 0) return -1;
+  const std::string digits = name.substr(prefix.size());
+  return all_digits(digits) && digits.size() <= 18 ? std::stoll(digits) : -1;  // 18 digits fit an int64_t
+}
+
+// What keeps `dir` from being a checkpoint to resume from (a file missing, a file that does not
+// read), or empty when it is complete. A checkpoint-<step> only ever appears by renaming a complete
+// staging directory, but a crash in the middle of pruning an old one leaves it half deleted.
+std::string checkpoint_defect(const fs::path& dir) {
+  for (const char* f : {"config.json", "model.safetensors", "optimizer.safetensors", "trainer_state.json"})
+    if (!fs::is_regular_file(dir / f)) return std::string("no ") + f;
+  try {
+    if (!nlohmann::json::accept(io::read_file((dir / "trainer_state.json").string())))
+      return "trainer_state.json is not valid JSON";
+    io::SafetensorsFile::open((dir / "model.safetensors").string());
+    io::SafetensorsFile::open((dir / "optimizer.safetensors").string());
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// Removes what writers that died left in a run directory: the staging (NAME.tmp.<pid>) and old
+// (NAME.old.<pid>) copies of its checkpoints, best/, model/ and files, by the recovery rule of
+// io::recover_directory (which leaves everything alone while a live engine process saves there, and
+// restores a directory whose swap was cut between its two renames). Says what it removes.
+void remove_stale_saves(const std::string& dir, std::ostream& log) {
+  if (!fs::is_directory(dir)) return;
+  std::set<std::string> bases;
+  std::vector<fs::path> leftovers;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    for (const char* tag : {".tmp.", ".old."}) {
+      const size_t at = name.rfind(tag);
+      if (at == std::string::npos || at == 0) continue;
+      if (!all_digits(name.substr(at + std::strlen(tag)))) continue;
+      bases.insert(name.substr(0, at));
+      leftovers.push_back(entry.path());
     }
   }
-  void message(const std::string& line) {
-    if (tty_) log_ << "\r\033[K";
-    log_ << line << "\n" << std::flush;
+  if (leftovers.empty()) return;
+  // Said before it is done, and flushed: a run killed right here still leaves the line in its log.
+  log << "  removing what interrupted saves left in " << io::result_path(dir) << ":";
+  for (const fs::path& p : leftovers) log << " " << p.filename().string();
+  log << std::endl;
+  for (const std::string& base : bases) {
+    if (io::recover_directory((fs::path(dir) / base).string()) == io::Recovery::restored_old)
+      log << "  restored " << base << " from the old copy of a save cut between its two renames\n";
   }
+  std::string kept;
+  for (const fs::path& p : leftovers)
+    if (fs::exists(p)) kept += " " + p.filename().string();
+  if (!kept.empty()) log << "  kept" << kept << ": a live engine process is saving there\n";
+}
 
- private:
-  std::ostream& log_;
-  bool tty_;
-};
+// A checkpoint directory to resume from: DIR itself when it holds trainer_state.json, else the
+// complete checkpoint-<step> inside DIR with the largest step (incomplete ones are skipped, and
+// said so).
+std::string find_resume_dir(const std::string& dir, std::ostream& log) {
+  io::recover_directory(dir);
+  if (fs::exists(fs::path(dir) / "trainer_state.json")) {
+    const std::string defect = checkpoint_defect(dir);
+    ENGINE_CHECK(defect.empty(), "--resume ", dir, ": not a complete checkpoint (", defect, ")");
+    return dir;
+  }
+  ENGINE_CHECK(fs::is_directory(dir), "--resume: '", dir, "' does not exist");
+  remove_stale_saves(dir, log);
+  std::vector<std::pair<int64_t, fs::path>> checkpoints;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    const int64_t step = checkpoint_step(entry.path().filename().string());
+    if (step >= 0) checkpoints.emplace_back(step, entry.path());
+  }
+  std::sort(checkpoints.rbegin(), checkpoints.rend());
+  for (const auto& [step, path] : checkpoints) {
+    const std::string defect = checkpoint_defect(path);
+    if (defect.empty()) return path.string();
+    log << "  skipped " << path.filename().string() << ": incomplete (" << defect << ")\n";
+  }
+  fail("--resume: '", dir, "' holds no complete checkpoint (no trainer_state.json, no complete checkpoint-<step>/)");
+}
 
 std::string format_metrics(const std::map<std::string, double>& m) {
   std::string s;
@@ -315,7 +376,8 @@ void Trainer::setup() {
   override_prob(o_.classifier_dropout, config_.classifier_dropout);
   config_.validate("model config");
 
-  log_ << "engine finetune: " << task_name(task_) << " on " << train_name() << ", model " << model_name() << ", "
+  log_ << "engine finetune: " << task_name(task_) << " on " << io::result_path(train_name()) << ", model "
+       << io::result_path(model_name()) << ", "
        << backend_name_ << " backend, " << (act_ == DType::bf16 ? "bf16" : "fp32") << "\n";
   load_data(data);
   if (task_ != Task::regress) {
@@ -358,8 +420,9 @@ void Trainer::setup() {
   best_metric_ = o_.metric_for_best_model.empty() ? default_best_metric(task_) : o_.metric_for_best_model;
   greater_is_better_ = best_metric_ != "loss";
 
+  remove_stale_saves(o_.output_dir, log_);
   if (!o_.resume.empty()) {
-    restore(find_resume_dir(o_.resume));
+    restore(find_resume_dir(o_.resume, log_));
   } else if (o_.model_in_memory) {
     model_->init_weights(o_.seed);
     log_ << "  weights: random (seed " << o_.seed << ")\n";
@@ -429,12 +492,8 @@ void Trainer::prune_checkpoints() {
   if (o_.save_total_limit <= 0) return;
   std::vector<std::pair<int64_t, fs::path>> found;
   for (const auto& entry : fs::directory_iterator(o_.output_dir)) {
-    std::string name = entry.path().filename().string();
-    if (name.rfind("checkpoint-", 0) != 0 || name.find('.') != std::string::npos) continue;
-    try {
-      found.emplace_back(std::stoll(name.substr(11)), entry.path());
-    } catch (const std::logic_error&) {
-    }
+    const int64_t step = checkpoint_step(entry.path().filename().string());
+    if (step >= 0) found.emplace_back(step, entry.path());
   }
   std::sort(found.begin(), found.end());
   for (size_t i = 0; i + size_t(o_.save_total_limit) < found.size(); ++i) fs::remove_all(found[i].second);
@@ -474,7 +533,7 @@ void Trainer::restore(const std::string& dir) {
                                  b.at("seed").get<uint64_t>(), b.at("examples").get<int64_t>()});
   best_step_ = state.value("best_step", int64_t(-1));
   if (state["best_value"].is_number()) best_value_ = state["best_value"].get<double>();
-  log_ << "  resumed from " << dir << " at step " << step_ << "\n";
+  log_ << "  resumed from " << io::result_path(dir) << " at step " << step_ << "\n";
 }
 
 void Trainer::append_metrics(nlohmann::json event) {
@@ -628,10 +687,10 @@ FinetuneResult Trainer::run() {
   result.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   log_ << "done: " << step_ << " steps in " << format_metric(result.seconds, 1) << " s";
   if (skipped_) log_ << " (" << skipped_ << " skipped as divergent)";
-  log_ << "; final model in " << (fs::path(o_.output_dir) / "model").string();
+  log_ << "; final model in " << (fs::path(io::result_path(o_.output_dir)) / "model").string();
   if (best_step_ >= 0)
     log_ << "; best " << best_metric_ << " " << format_metric(best_value_) << " at step " << best_step_ << " in "
-         << (fs::path(o_.output_dir) / "best").string();
+         << (fs::path(io::result_path(o_.output_dir)) / "best").string();
   log_ << "\n";
   return result;
 }
