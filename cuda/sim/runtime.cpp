@@ -76,8 +76,6 @@ bool refused_during_capture(const char* call) {
   return false;
 }
 
-bool is_host_pointer_ok(const void* p, size_t bytes) { return bytes == 0 || p != nullptr; }
-
 const char* error_name(cudaError_t e) {
   switch (e) {
     case cudaSuccess: return "cudaSuccess";

@@ -73,11 +73,6 @@ StackPool& stack_pool() {
   return pool;
 }
 
-struct PoolStack {
-  ctx::stack_context allocate() { return stack_pool().take(); }
-  void deallocate(ctx::stack_context& sc) { stack_pool().give(sc); }
-};
-
 // ---- block state ----
 
 enum class Wait { none, barrier, warp };
@@ -206,13 +201,12 @@ void resume(Block& b, Thread& t, const std::function<void()>& body) {
   if (!t.started) {
     t.started = true;
     t.stack = stack_pool().take();
-    ctx::stack_context given = t.stack;
     struct OneStack {
       ctx::stack_context sc;
       ctx::stack_context allocate() { return sc; }
       void deallocate(ctx::stack_context&) {}  // the pool owns it; returned after the block
     };
-    t.fiber = ctx::fiber(std::allocator_arg, OneStack{given}, [&b, &t, &body](ctx::fiber&& sched) {
+    t.fiber = ctx::fiber(std::allocator_arg, OneStack{t.stack}, [&b, &t, &body](ctx::fiber&& sched) {
       t.sched = std::move(sched);
 #if SIM_ASAN
       __sanitizer_finish_switch_fiber(nullptr, &b.main_stack_bottom, &b.main_stack_size);
@@ -337,7 +331,6 @@ const dim3& block_dim() { return block().config->block; }
 const dim3& grid_dim() { return block().config->grid; }
 int lane_id() { return self().lane; }
 unsigned char* dynamic_smem() { return block().smem; }
-size_t dynamic_smem_bytes() { return block().config->smem; }
 AsyncCopies& async_copies() { return self().copies; }
 
 void syncthreads() {

@@ -105,9 +105,8 @@ Out warp_collective(unsigned mask, const char* kind, const In& in, F&& f) {
   return out;
 }
 
-// Dynamic shared memory of the running block (see cuda/launch.cuh: dynamic_smem()), and its size.
+// Dynamic shared memory of the running block (see cuda/launch.cuh: dynamic_smem()).
 unsigned char* dynamic_smem();
-size_t dynamic_smem_bytes();
 
 // cp.async bookkeeping of the running thread (ptx.h): 16-byte copies issued since the last commit,
 // and the committed groups, oldest first. A copy happens when a wait retires its group.
