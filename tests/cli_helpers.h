@@ -48,12 +48,16 @@ inline CommandResult run_engine(const std::string& args, const std::string& pref
 }
 
 // A tiny random BERT (2 layers, hidden 32) over the synthetic vocabulary, saved as a Hugging Face
-// directory at `dir`; a two-label head is labelled "neg" and "pos", as write_labelled_tsv writes.
-inline void save_tiny_model(const SyntheticTask& task, const fs::path& dir, int64_t labels, uint64_t seed) {
+// directory at `dir`. With `named_labels`, a two-label head is labelled "neg" and "pos", as
+// write_labelled_tsv writes. `extra_vocab` words are appended to vocab.txt beyond the embeddings (a
+// vocabulary that does not match the model, for the tests of that error).
+inline void save_tiny_model(const SyntheticTask& task, const fs::path& dir, int64_t labels, uint64_t seed,
+                            bool named_labels = true, int64_t extra_vocab = 0) {
   fs::create_directories(dir);
   {
     std::ofstream vocab(dir / "vocab.txt");
     for (const std::string& w : task.vocab) vocab << w << "\n";
+    for (int64_t i = 0; i < extra_vocab; ++i) vocab << "extra" << i << "\n";
   }
   BertConfig c;
   c.vocab_size = int64_t(task.vocab.size());
@@ -63,7 +67,7 @@ inline void save_tiny_model(const SyntheticTask& task, const fs::path& dir, int6
   c.intermediate_size = 64;
   c.max_position_embeddings = 64;
   c.num_labels = labels;
-  if (labels == 2) c.id2label = {{0, "neg"}, {1, "pos"}};
+  if (named_labels && labels == 2) c.id2label = {{0, "neg"}, {1, "pos"}};
   auto backend = make_backend("cpu");
   BertModel model(*backend, c, ModelOptions{});
   model.init_weights(seed);

@@ -5,6 +5,7 @@
 // real SST-2 rows are used where ../shared/data is present.
 #include <gtest/gtest.h>
 
+#include "cli_helpers.h"
 #include "test_seed.h"
 
 #include <cmath>
@@ -74,29 +75,10 @@ class Trainer : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir_); }
 
-  // A tiny random BERT over the synthetic vocabulary, saved as a HF directory.
+  // A tiny random BERT over the synthetic vocabulary, saved as a HF directory (default label names).
   std::string make_model(int64_t labels, const std::string& name = "base", int64_t extra_vocab = 0) {
-    fs::path d = dir_ / name;
-    fs::create_directories(d);
-    std::ofstream vocab(d / "vocab.txt");
-    for (const std::string& w : task_.vocab) vocab << w << "\n";
-    for (int64_t i = 0; i < extra_vocab; ++i) vocab << "extra" << i << "\n";
-    vocab.close();
-    BertConfig c;
-    c.vocab_size = int64_t(task_.vocab.size());
-    c.hidden_size = 32;
-    c.num_hidden_layers = 2;
-    c.num_attention_heads = 2;
-    c.intermediate_size = 64;
-    c.max_position_embeddings = 64;
-    c.num_labels = labels;
-    auto backend = make_backend("cpu");
-    BertModel model(*backend, c, ModelOptions{});
-    model.init_weights(seed_);
-    SaveOptions so;
-    so.vocab_path = (d / "vocab.txt").string();
-    save_pretrained(model, d.string(), so);
-    return d.string();
+    test::save_tiny_model(task_, dir_ / name, labels, seed_, /*named_labels=*/false, extra_vocab);
+    return (dir_ / name).string();
   }
 
   int positives(const SyntheticExample& e) const {
