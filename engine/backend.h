@@ -226,7 +226,8 @@ struct BackendOptions {
   int device = 0;                   // cuda: which GPU
 };
 
-// The backends this build has. "cpu" always; "cuda" when built with CUDA and a GPU is present.
+// The backends this build has. "cpu" (the fast CPU backend, engine/cpu_fast/) and "cpu-ref" (the
+// plain-loop reference, engine/cpu/) always; "cuda" when built with CUDA and a GPU is present.
 std::unique_ptr<Backend> make_backend(const std::string& name, const BackendOptions& options = {});
 // True when the build has the CUDA backend and a GPU is visible (GPU tests skip otherwise).
 bool cuda_available();

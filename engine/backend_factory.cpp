@@ -2,6 +2,7 @@
 // build found nvcc; engine/ itself never includes a CUDA header.
 #include "engine/backend.h"
 #include "engine/cpu/cpu_backend.h"
+#include "engine/cpu_fast/fast_cpu_backend.h"
 
 namespace engine {
 
@@ -19,7 +20,8 @@ bool cuda_available() {
 }
 
 std::unique_ptr<Backend> make_backend(const std::string& name, const BackendOptions& options) {
-  if (name == "cpu") return std::make_unique<CpuBackend>();
+  if (name == "cpu") return std::make_unique<FastCpuBackend>();
+  if (name == "cpu-ref") return std::make_unique<CpuBackend>();
   (void)options;
   if (name == "cuda") {
 #if ENGINE_HAS_CUDA
@@ -29,7 +31,7 @@ std::unique_ptr<Backend> make_backend(const std::string& name, const BackendOpti
     fail("backend 'cuda': this build has no CUDA backend (nvcc was not found when it was configured)");
 #endif
   }
-  fail("unknown backend '", name, "' (expected cpu or cuda)");
+  fail("unknown backend '", name, "' (expected cpu, cpu-ref or cuda)");
 }
 
 }  // namespace engine

@@ -68,7 +68,7 @@ inline void save_tiny_model(const SyntheticTask& task, const fs::path& dir, int6
   c.max_position_embeddings = 64;
   c.num_labels = labels;
   if (named_labels && labels == 2) c.id2label = {{0, "neg"}, {1, "pos"}};
-  auto backend = make_backend("cpu");
+  auto backend = make_backend("cpu-ref");
   BertModel model(*backend, c, ModelOptions{});
   model.init_weights(seed);
   SaveOptions so;

@@ -34,7 +34,7 @@ TEST(CpuMemory, AllocationsAreAlignedAndUsable) {
     be.release(p);
   }
   EXPECT_EQ(be.device(), Device::cpu);
-  EXPECT_EQ(be.name(), "cpu");
+  EXPECT_EQ(be.name(), "cpu-ref");
   EXPECT_TRUE(be.supports(DType::f32));
   EXPECT_FALSE(be.supports(DType::bf16));
   EXPECT_FALSE(be.supports(DType::f16));

@@ -48,7 +48,7 @@ double scaled_error(const std::vector<float>& actual, const std::vector<float>& 
 
 void check_fixture(const std::string& name, bool regression) {
   const std::string dir = fixture(name);
-  auto backend = make_backend("cpu");
+  auto backend = make_backend("cpu-ref");
   BertConfig config = read_model_config(dir);
   ASSERT_EQ(config.num_labels, regression ? 1 : 3);
   BertModel model(*backend, config, ModelOptions{});

@@ -77,7 +77,7 @@ void check_model_gradients(Head head, int64_t labels) {
   uint64_t seed = pick_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
-  auto backend = make_backend("cpu");
+  auto backend = make_backend("cpu-ref");
   BertConfig c = tiny_config(labels);
   ModelOptions mo;
   mo.head = head;
@@ -144,7 +144,7 @@ TEST(ModelGradients, TokenClassificationMatchesFiniteDifferences) {
 
 TEST(Model, DropoutChangesTrainingButNotEval) {
   std::mt19937_64 rng(pick_seed());
-  auto backend = make_backend("cpu");
+  auto backend = make_backend("cpu-ref");
   BertConfig c = tiny_config(3);
   BertModel model(*backend, c, ModelOptions{Head::sequence_classification, DType::f32, 32, 8});
   model.init_weights(rng());
@@ -162,7 +162,7 @@ TEST(Model, DropoutChangesTrainingButNotEval) {
 }
 
 TEST(Model, BatchBeyondCapacityOrVocabularyIsAnError) {
-  auto backend = make_backend("cpu");
+  auto backend = make_backend("cpu-ref");
   BertConfig c = tiny_config(2);
   BertModel model(*backend, c, ModelOptions{Head::sequence_classification, DType::f32, 8, 2});
   EXPECT_THROW(model.set_batch(single_sequence(std::vector<int32_t>(9, 1), 0)), Error);
@@ -183,7 +183,7 @@ class Checkpoints : public ::testing::Test {
 
 TEST_F(Checkpoints, SavedDirectoryLoadsBackWithIdenticalLogits) {
   std::mt19937_64 rng(pick_seed());
-  auto backend = make_backend("cpu");
+  auto backend = make_backend("cpu-ref");
   BertConfig c = tiny_config(3);
   c.id2label = {{0, "neg"}, {1, "neu"}, {2, "pos"}};
   BertModel a(*backend, c, ModelOptions{Head::sequence_classification, DType::f32, 32, 8});
@@ -213,7 +213,7 @@ TEST_F(Checkpoints, SavedDirectoryLoadsBackWithIdenticalLogits) {
 // the head is initialised and reported.
 TEST_F(Checkpoints, BareEncoderLoadsAndGetsAFreshHead) {
   std::mt19937_64 rng(pick_seed());
-  auto backend = make_backend("cpu");
+  auto backend = make_backend("cpu-ref");
   BertConfig c = tiny_config(2);
   BertModel a(*backend, c, ModelOptions{});
   a.init_weights(rng());
@@ -252,7 +252,7 @@ TEST_F(Checkpoints, BareEncoderLoadsAndGetsAFreshHead) {
 }
 
 TEST_F(Checkpoints, WrongHeadSizeNeedsReinitAndMissingTensorsAreNamed) {
-  auto backend = make_backend("cpu");
+  auto backend = make_backend("cpu-ref");
   BertConfig c = tiny_config(3);
   BertModel a(*backend, c, ModelOptions{});
   a.init_weights(3);

@@ -428,7 +428,7 @@ void real_data_loss_falls(const std::string& task, const std::string& file, int 
   c.intermediate_size = 64;
   c.max_position_embeddings = 128;
   c.num_labels = task == "regress" ? 1 : 2;
-  auto backend = make_backend("cpu");
+  auto backend = make_backend("cpu-ref");
   BertModel m(*backend, c, ModelOptions{task == "tokens" ? Head::token_classification : Head::sequence_classification});
   m.init_weights(seed);
   SaveOptions so;

@@ -28,7 +28,7 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--lengths", o->lengths,
                   "real-length batches: a file of one sequence length per line (tools/lengths_from_data), or 'sst2'");
   cmd->add_option("--data-dir", o->data_dir, "shared data folder for --lengths sst2")->capture_default_str();
-  cmd->add_option("--backend", o->backend, "cpu, cuda or auto (cuda when a GPU is visible)")->capture_default_str();
+  cmd->add_option("--backend", o->backend, "cpu (fast), cpu-ref (plain-loop reference), cuda or auto (cuda when a GPU is visible, else cpu)")->capture_default_str();
   cmd->add_option("--precision", o->precision, "bf16, fp32 or auto (bf16 on cuda, fp32 on cpu)")
       ->capture_default_str();
   cmd->add_option("--attention", o->attention, "cuda attention: auto (flash for bf16, simple for fp32), flash, cudnn (dropout 0 only) or simple")->capture_default_str();

@@ -33,7 +33,7 @@ void add_model_flags(CLI::App* cmd, ModelFlags& f) {
                   "tokens per sequence (default: 128, or the model's max_position_embeddings when smaller)")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--batch-size", f.batch_size, "sequences per batch")->capture_default_str()->check(CLI::PositiveNumber);
-  cmd->add_option("--backend", f.backend, "cpu, cuda or auto")->capture_default_str();
+  cmd->add_option("--backend", f.backend, "cpu, cpu-ref, cuda or auto")->capture_default_str();
   cmd->add_option("--precision", f.precision, "bf16, fp32 or auto")->capture_default_str();
   cmd->add_option("--attention", f.attention, "cuda attention: auto (flash for bf16, simple for fp32), flash, cudnn (dropout 0 only) or simple")->capture_default_str();
   cmd->add_flag("--quiet", f.quiet, "no progress on standard error");

@@ -59,7 +59,7 @@ void add_finetune_command(CLI::App& app) {
   cmd->add_option("--classifier-dropout", o->classifier_dropout, "override classifier_dropout");
   cmd->add_flag("--reinit-head", o->reinit_head, "start a fresh classifier even if the checkpoint has one");
   cmd->add_option("--precision", o->precision, "bf16, fp32 or auto (bf16 on cuda, fp32 on cpu)")->capture_default_str();
-  cmd->add_option("--backend", o->backend, "cpu, cuda or auto (cuda when a GPU is visible)")->capture_default_str();
+  cmd->add_option("--backend", o->backend, "cpu (fast), cpu-ref (plain-loop reference), cuda or auto (cuda when a GPU is visible, else cpu)")->capture_default_str();
   cmd->add_option("--attention", o->attention, "cuda attention: auto (flash for bf16, simple for fp32), flash, cudnn (dropout 0 only) or simple")->capture_default_str();
   cmd->add_option("--seed", o->seed, "seed for shuffling, dropout and new weights")->capture_default_str();
   cmd->add_option("--eval-steps", o->eval_steps, "evaluate every N steps (0: every epoch)")->capture_default_str();

@@ -3,6 +3,7 @@
 #include <exception>
 
 #include "engine/cli/commands.h"
+#include "engine/cpu_fast/threads.h"
 #include "engine/error.h"
 
 int main(int argc, char** argv) {
@@ -13,6 +14,12 @@ int main(int argc, char** argv) {
       "built-in synthetic task on the CPU.",
       "engine"};
   app.require_subcommand(1);
+  // Before or after the subcommand (fallthrough); applied when parsed, before any command runs.
+  app.fallthrough();
+  app.add_option_function<int>(
+         "--threads", [](const int& n) { engine::set_cpu_threads(n); },
+         "CPU threads for the whole run: the cpu backend's ops and its BLAS (default 0: all cores)")
+      ->check(CLI::NonNegativeNumber);
   engine::cli::add_info_command(app);
   engine::cli::add_finetune_command(app);
   engine::cli::add_eval_command(app);

@@ -17,14 +17,7 @@
 
 namespace engine {
 
-namespace {
-
-// The checked sizes plus the host prefix sums the loops walk.
-struct Packed {
-  int64_t T, H, heads, d, B;
-  const int32_t* cu;  // host prefix sums [B + 1]
-};
-
+namespace cpu {
 // The values of cu_seqlens, beyond the shared contract's dtype and shape: the CPU reads them in
 // host memory, the CUDA backend cannot without a host round trip. Lengths below 65536 follow from
 // len <= batch.max_seqlen, which the contract bounds.
@@ -40,6 +33,12 @@ Packed check_cu_seqlens(const OpCheck& c, const AttentionShape& a, Tensor cu_seq
   c.that(cu[a.B] == a.T, "cu_seqlens[", a.B, "] = ", cu[a.B], " but the batch has ", a.T, " tokens");
   return Packed{a.T, a.H, a.heads, a.head_dim, a.B, cu};
 }
+}  // namespace cpu
+
+namespace {
+
+using cpu::check_cu_seqlens;
+using cpu::Packed;
 
 // Scaled scores of query row i against keys 0..L-1 of one (sequence, head); returns their
 // log-sum-exp. q points at the query's head slice, k0 at key 0's head slice, rows 3H apart.

@@ -1,5 +1,7 @@
-// The CPU reference backend: plain, obviously-correct fp32 loops with double accumulation where it
-// is cheap. Used by tests and gradient checks, and to train on machines without a GPU. Activations
+// The CPU reference backend ("cpu-ref"): plain, obviously-correct fp32 loops with double
+// accumulation where it is cheap. Used by tests and gradient checks as the reference; the fast CPU
+// backend (engine/cpu_fast/, "cpu") derives from it and overrides the hot ops, so an op it does not
+// override runs this code. Activations
 // are f32 only (any other activation dtype throws engine::Error). Ops are spread over
 // engine/cpu/*.cpp by family: memory (allocation, copies, fill, cast), embeddings, layernorm
 // (residual + dropout + layernorm), dropout, linear, attention, pooler (gather/scatter/tanh),
@@ -16,7 +18,7 @@
 
 namespace engine {
 
-class CpuBackend final : public Backend {
+class CpuBackend : public Backend {
  public:
   Device device() const override;
   std::string name() const override;

@@ -6,6 +6,9 @@
 #include <cstdint>
 #include <functional>
 
+#include "engine/backend.h"
+#include "engine/op_checks.h"
+
 namespace engine {
 namespace cpu {
 
@@ -33,6 +36,15 @@ void layernorm_row_forward(float* y, float* mean, float* rstd, const float* s, c
 // ds may alias dy.
 void layernorm_row_backward(float* ds, double* dgamma_sum, double* dbeta_sum, const float* dy, const float* s,
                             float mean, float rstd, const float* gamma, int64_t H);
+
+// The checked sizes of an attention call plus the host prefix sums its loops walk.
+struct Packed {
+  int64_t T, H, heads, d, B;
+  const int32_t* cu;  // host prefix sums [B + 1]
+};
+// The values of cu_seqlens, beyond the shared contract's dtype and shape (attention.cpp): the CPU
+// backends read them in host memory.
+Packed check_cu_seqlens(const OpCheck& c, const AttentionShape& a, Tensor cu_seqlens, const BatchShape& batch);
 
 constexpr double kSqrtHalf = 0.70710678118654752440;     // 1 / sqrt(2)
 constexpr double kInvSqrt2Pi = 0.39894228040143267794;   // 1 / sqrt(2 pi)

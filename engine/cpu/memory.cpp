@@ -11,7 +11,7 @@
 namespace engine {
 
 Device CpuBackend::device() const { return Device::cpu; }
-std::string CpuBackend::name() const { return "cpu"; }
+std::string CpuBackend::name() const { return "cpu-ref"; }
 bool CpuBackend::supports(DType act) const { return act == DType::f32; }
 void CpuBackend::synchronize() {}
 

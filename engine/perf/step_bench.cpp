@@ -565,12 +565,12 @@ json Bench::run() {
        << (backend_name_ == "cuda" ? ", attention " + o_.attention : std::string()) << "), "
        << (real_lengths_ ? "lengths " + io::result_path(o_.lengths) : "seq " + std::to_string(o_.seq)) << ", batch " << o_.batch
        << ", warm-up " << o_.warmup << ", steps " << o_.steps << "\n";
-  if (backend_name_ == "cpu")
-    log_ << "note: the CPU backend is the plain-loop reference; its numbers are for reference only\n";
+  if (backend_name_ == "cpu-ref")
+    log_ << "note: the cpu-ref backend is the plain-loop reference; its numbers are for reference only\n";
   device_used_before_ = backend_->device_bytes_in_use();
   measure_peak_gemm();
   build_model();
-  if (backend_name_ == "cpu" && peak_measured_ > 0) {
+  if (backend_name_ == "cpu-ref" && peak_measured_ > 0) {
     double flops = 0;
     for (const BenchBatch& b : batches_) flops = std::max(flops, config_.train_flops(b.real_tokens, b.sum_len_sq));
     log_ << "note: about " << fmt(flops / (peak_measured_ * 1e12), 1)

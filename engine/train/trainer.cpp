@@ -30,7 +30,8 @@ namespace fs = std::filesystem;
 
 std::string resolve_backend(const std::string& backend) {
   if (backend == "auto") return cuda_available() ? "cuda" : "cpu";
-  ENGINE_CHECK(backend == "cpu" || backend == "cuda", "--backend must be cpu, cuda or auto (got '", backend, "')");
+  ENGINE_CHECK(backend == "cpu" || backend == "cpu-ref" || backend == "cuda",
+               "--backend must be cpu, cpu-ref, cuda or auto (got '", backend, "')");
   return backend;
 }
 

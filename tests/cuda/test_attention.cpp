@@ -138,7 +138,7 @@ struct CpuResult {
 };
 
 CpuResult run_cpu(const Problem& pr) {
-  auto cpu = engine::make_backend("cpu");
+  auto cpu = engine::make_backend("cpu-ref");
   CpuResult r;
   r.out.assign(size_t(pr.T * pr.H), 0.f);
   r.lse.assign(size_t(pr.T * pr.heads), 0.f);

@@ -57,7 +57,7 @@ struct Both {
 class Env {
  public:
   explicit Env(const BackendOptions& options = {}) {
-    cpu_ = make_backend("cpu");
+    cpu_ = make_backend("cpu-ref");
     gpu_ = make_backend("cuda", options);
     rng_.seed(fresh_seed());
   }

@@ -84,7 +84,7 @@ void compare_step(DType act, const std::string& attention, double logits_tol, do
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
   PackedBatch batch = random_batch(rng, tiny_config());
-  StepRun cpu = make("cpu", DType::f32, "simple", seed), gpu = make("cuda", act, attention, seed);
+  StepRun cpu = make("cpu-ref", DType::f32, "simple", seed), gpu = make("cuda", act, attention, seed);
   if (act == DType::bf16) {
     // The CPU runs on the same bf16-rounded weights the GPU computes with.
     for (const ParamInfo& p : cpu.model->params().list()) {
