@@ -51,6 +51,7 @@ def parse_args(argv):
                    help="-1: 10 on cuda (as engine bench, so both time the same batches), 1 on cpu")
     p.add_argument("--steps", type=int, default=-1, help="-1: 50 on cuda, 2 on cpu")
     p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads on the CPU (0: torch's default)")
     p.add_argument("--json", default="", help="write the report here")
     a = p.parse_args(argv)
     if a.seq < 1 or a.batch < 1:
@@ -199,6 +200,8 @@ def run_mode(args, mode, cfg):
 def main(argv):
     args = parse_args(argv)
     import torch
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda but torch sees no GPU (use --device cpu for a smoke run)")
     cfg = make_config(args)

@@ -7,7 +7,7 @@
 //             dP *= mask, D = sum P dP, dS = P (dP - D) scale, S <- P * mask;
 //             dV = (P*mask)^T dO, dQ = dS K, dK = dS^T Q (sgemm) written into dqkv
 // Same definitions as the reference (engine/cpu/attention.cpp), f32 arithmetic. Pairs are spread
-// over threads (each pair computed whole by one thread with single-threaded BLAS calls), so a
+// over threads (each pair computed whole by one thread with serial BLAS calls), so a
 // pair's result does not depend on the thread count or on which thread ran it.
 #include <cmath>
 
@@ -23,7 +23,7 @@ namespace engine {
 namespace {
 
 using cpu::Packed;
-using fastcpu::sgemm;
+using fastcpu::sgemm_serial;
 
 // Dropout of attention probabilities: the multipliers of one query row's L keys.
 struct ProbDropout {
@@ -86,7 +86,7 @@ void forward_pair(const Packed& a, int64_t b, int h, const float* qkv, float* ou
   const float* V = Q + 2 * a.H;
   float* S = fastcpu::thread_scratch(size_t(L * L), 0);
   float* mult = fastcpu::thread_scratch(size_t(L), 1);
-  sgemm(false, true, L, L, d, Q, stride, K, stride, 0.f, S, L);
+  sgemm_serial(false, true, L, L, d, Q, stride, K, stride, 0.f, S, L);
   for (int64_t i = 0; i < L; ++i) {
     float* row = S + i * L;
     lse[(start + i) * a.heads + h] = softmax_row(row, L, scale);
@@ -95,7 +95,7 @@ void forward_pair(const Packed& a, int64_t b, int h, const float* qkv, float* ou
       multiply_row(row, mult, L);
     }
   }
-  sgemm(false, false, L, d, L, S, L, V, stride, 0.f, out + start * a.H + h * d, a.H);
+  sgemm_serial(false, false, L, d, L, S, L, V, stride, 0.f, out + start * a.H + h * d, a.H);
 }
 
 void backward_pair(const Packed& a, int64_t b, int h, const float* qkv, const float* dout, const float* lse,
@@ -112,8 +112,8 @@ void backward_pair(const Packed& a, int64_t b, int h, const float* qkv, const fl
   float* S = fastcpu::thread_scratch(size_t(L * L), 0);
   float* dP = fastcpu::thread_scratch(size_t(L * L), 1);
   float* mult = fastcpu::thread_scratch(size_t(L), 2);
-  sgemm(false, true, L, L, d, Q, stride, K, stride, 0.f, S, L);
-  sgemm(false, true, L, L, d, dO, a.H, V, stride, 0.f, dP, L);
+  sgemm_serial(false, true, L, L, d, Q, stride, K, stride, 0.f, S, L);
+  sgemm_serial(false, true, L, L, d, dO, a.H, V, stride, 0.f, dP, L);
   for (int64_t i = 0; i < L; ++i) {
     const float row_lse = lse[(start + i) * a.heads + h];
     if (drop.threshold) {
@@ -123,16 +123,15 @@ void backward_pair(const Packed& a, int64_t b, int h, const float* qkv, const fl
       backward_row<false>(S + i * L, dP + i * L, nullptr, L, scale, row_lse);
     }
   }
-  sgemm(true, false, L, d, L, S, L, dO, a.H, 0.f, dV, stride);
-  sgemm(false, false, L, d, L, dP, L, K, stride, 0.f, dQ, stride);
-  sgemm(true, false, L, d, L, dP, L, Q, stride, 0.f, dK, stride);
+  sgemm_serial(true, false, L, d, L, S, L, dO, a.H, 0.f, dV, stride);
+  sgemm_serial(false, false, L, d, L, dP, L, K, stride, 0.f, dQ, stride);
+  sgemm_serial(true, false, L, d, L, dP, L, Q, stride, 0.f, dK, stride);
 }
 
 // fn(b, h) for every (sequence, head) pair; pairs handed out dynamically (long and short sequences
 // balance), each computed whole by one thread, so the result does not depend on the schedule.
 template <typename Fn>
 void for_each_pair(const Packed& a, Fn fn) {
-  const fastcpu::SingleThreadedBlas one_thread_per_product;
   const int64_t pairs = a.B * a.heads;
   const int threads = cpu_threads();
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (pairs > 1 && threads > 1)

@@ -2,8 +2,10 @@
 // documented C interface) so that no particular cblas.h of the system's alternatives is needed.
 #include "engine/cpu_fast/blas.h"
 
+#include <algorithm>
 #include <climits>
 
+#include "engine/cpu_fast/threads.h"
 #include "engine/error.h"
 
 extern "C" {
@@ -16,7 +18,7 @@ char* openblas_get_config(void);
 
 namespace engine::fastcpu {
 
-void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+void sgemm_serial(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
            int64_t ldb, float beta, float* C, int64_t ldc) {
   if (M == 0 || N == 0) return;
   ENGINE_CHECK(M <= INT_MAX && N <= INT_MAX && K <= INT_MAX && lda <= INT_MAX && ldb <= INT_MAX && ldc <= INT_MAX,
@@ -30,8 +32,21 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const fl
               int(N), int(K), 1.f, A, int(lda), B, int(ldb), beta, C, int(ldc));
 }
 
+void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+           int64_t ldb, float beta, float* C, int64_t ldc) {
+  // Pieces of rows, a multiple of 16 (whole register tiles of the BLAS's kernels), at least 64 rows.
+  const int threads = cpu_threads();
+  int64_t rows = (M + threads - 1) / threads;
+  rows = std::max<int64_t>(64, (rows + 15) / 16 * 16);
+  parallel_ranges(M, rows, [&](int64_t m0, int64_t m1) {
+    // Row m of op(A) is row m of A, or column m of A when transposed.
+    const float* a = trans_a ? A + m0 : A + m0 * lda;
+    sgemm_serial(trans_a, trans_b, m1 - m0, N, K, a, lda, B, ldb, beta, C + m0 * ldc, ldc);
+  });
+}
+
 const char* blas_config() { return openblas_get_config(); }
 
-void set_blas_threads(int n) { openblas_set_num_threads(n); }
+void make_blas_single_threaded() { openblas_set_num_threads(1); }
 
 }  // namespace engine::fastcpu

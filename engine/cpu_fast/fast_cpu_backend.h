@@ -13,12 +13,14 @@
 // with the reference to f32 rounding, not bitwise. Dropout masks come from the same Philox stream
 // (engine/philox.h), element for element, so both backends drop the same elements.
 //
-// Threads: cpu_threads() (engine/cpu_fast/threads.h) for the per-token loops (OpenMP) and the BLAS.
+// Threads: cpu_threads() (engine/cpu_fast/threads.h) OpenMP threads for the per-token loops and for
+// the matrix products (rows of each product split over the threads, one serial BLAS call each).
 // Determinism: with the same inputs and thread count every op gives bitwise the same result; every
 // reduction (layernorm parameter gradients, bias gradients, the global norm) runs over fixed blocks
 // of rows combined in block order, so those do not depend on the thread count either. What can
-// change with the thread count is the BLAS's own blocking of a product and hence the last bits of
-// matrix products; and results differ between CPUs (AVX2+FMA code on x86-64-v3, SSE2 elsewhere).
+// change with the thread count is the split of a product's rows into pieces (the BLAS may block a
+// piece differently and so round the last bits of its products differently); and results differ
+// between CPUs (AVX2+FMA code on x86-64-v3, SSE2 elsewhere, and the BLAS's kernels per CPU).
 #pragma once
 #include "engine/cpu/cpu_backend.h"
 
@@ -26,7 +28,7 @@ namespace engine {
 
 class FastCpuBackend : public CpuBackend {
  public:
-  // Applies the current cpu_threads() to the BLAS.
+  // Makes the BLAS single-threaded: the backend splits products over its own threads.
   FastCpuBackend();
   std::string name() const override;
   std::string device_label() const override;

@@ -15,7 +15,7 @@
 
 namespace engine {
 
-FastCpuBackend::FastCpuBackend() { fastcpu::set_blas_threads(cpu_threads()); }
+FastCpuBackend::FastCpuBackend() { fastcpu::make_blas_single_threaded(); }
 
 std::string FastCpuBackend::name() const { return "cpu"; }
 

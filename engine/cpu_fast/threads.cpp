@@ -1,5 +1,4 @@
-// The run's CPU thread count (threads.h), applied to OpenMP loops by the ops (num_threads clauses)
-// and to the BLAS here.
+// The run's CPU thread count (threads.h), applied to OpenMP loops by the ops (num_threads clauses).
 #include "engine/cpu_fast/threads.h"
 
 #include <omp.h>
@@ -7,7 +6,6 @@
 #include <atomic>
 #include <vector>
 
-#include "engine/cpu_fast/blas.h"
 #include "engine/error.h"
 
 namespace engine {
@@ -19,7 +17,6 @@ std::atomic<int> g_threads{0};  // 0: all cores
 void set_cpu_threads(int n) {
   ENGINE_CHECK(n >= 0, "--threads must be >= 0 (0: all cores), got ", n);
   g_threads = n;
-  fastcpu::set_blas_threads(cpu_threads());
 }
 
 int cpu_threads() {
@@ -36,9 +33,6 @@ float* thread_scratch(size_t n, int slot) {
   if (b.size() < n) b.resize(n);
   return b.data();
 }
-
-SingleThreadedBlas::SingleThreadedBlas() { set_blas_threads(1); }
-SingleThreadedBlas::~SingleThreadedBlas() { set_blas_threads(cpu_threads()); }
 }  // namespace fastcpu
 
 }  // namespace engine

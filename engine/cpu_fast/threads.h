@@ -1,12 +1,13 @@
-// The CPU thread count of the whole run: the fast CPU backend's per-token loops (OpenMP) and its
-// BLAS both use it. Set once at start (`engine --threads N`); 0 means all cores.
+// The CPU thread count of the whole run: the fast CPU backend's per-token loops and its matrix
+// products (split over OpenMP threads, engine/cpu_fast/blas.h) use it. Set once at start
+// (`engine --threads N`); 0 means all cores.
 #pragma once
 #include <cstdint>
 #include <cstddef>
 
 namespace engine {
 
-// n >= 0; 0 = all cores. Applies to the BLAS at once and to every op started afterwards.
+// n >= 0; 0 = all cores. Applies to every op started afterwards.
 void set_cpu_threads(int n);
 // The threads ops use now: the value set, or the number of cores when none was.
 int cpu_threads();
@@ -36,15 +37,6 @@ void parallel_ranges(int64_t n, int64_t grain, Fn&& fn) {
 // since the calling thread runs loop bodies too).
 float* thread_scratch(std::size_t n, int slot);
 
-// While alive, BLAS calls run on the calling thread only: for products issued from inside the
-// backend's own parallel loops (attention's per-(sequence, head) products).
-class SingleThreadedBlas {
- public:
-  SingleThreadedBlas();
-  ~SingleThreadedBlas();
-  SingleThreadedBlas(const SingleThreadedBlas&) = delete;
-  SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
-};
 }  // namespace fastcpu
 
 }  // namespace engine

@@ -653,7 +653,9 @@ json Bench::report() {
   r["device"] = backend_->device_label();
   r["backend"] = backend_name_;
   r["precision"] = act_ == DType::bf16 ? "bf16" : "fp32";
-  r["attention"] = backend_name_ == "cuda" ? json(o_.attention) : json("cpu-reference");
+  r["attention"] = backend_name_ == "cuda" ? json(o_.attention)
+                   : backend_name_ == "cpu"  ? json("cpu-per-sequence-head")
+                                             : json("cpu-reference");
   r["config"] = {{"name", config_name_},
                  {"hidden_size", config_.hidden_size},
                  {"num_hidden_layers", config_.num_hidden_layers},
