@@ -371,7 +371,7 @@ TEST_F(FastCpu, AdamWAndGlobalNormMatchReference) {
 // The reductions over tokens and over the flat buffer run in fixed blocks: 1 and 2 threads agree bitwise.
 TEST_F(FastCpu, ReductionsDoNotDependOnTheThreadCount) {
   TRACE_SEED(rng);
-  const int64_t T = 333, H = 97, n = 123457;
+  const int64_t T = 333, H = 97, n = 400003;  // large enough to run in parallel (kSerialWork)
   std::vector<float> g = rng.normals(size_t(n)), s = rng.normals(size_t(T * H)), dy = rng.normals(size_t(T * H)),
                      gamma = rng.normals(size_t(H)), mean = rng.normals(size_t(T)), rstd = rng.uniforms(size_t(T), 0.5, 2);
   std::vector<float> norm[2], dgamma[2], dbeta[2], db[2], dbr[2], dres[2];

@@ -128,14 +128,16 @@ void backward_pair(const Packed& a, int64_t b, int h, const float* qkv, const fl
   sgemm_serial(true, false, L, d, L, dP, L, Q, stride, 0.f, dK, stride);
 }
 
-// fn(b, h) for every (sequence, head) pair; pairs handed out dynamically (long and short sequences
-// balance), each computed whole by one thread, so the result does not depend on the schedule.
+// fn(b, h) for every (sequence, head) pair; pairs handed out as threads come free (long and short
+// sequences balance), each computed whole by one thread, so the result does not depend on the schedule.
 template <typename Fn>
 void for_each_pair(const Packed& a, Fn fn) {
+  double work = 0;  // about 5 L^2 d operations per pair: two (three in backward) L x L x d products
+  for (int64_t b = 0; b < a.B; ++b) work += 5.0 * double(a.cu[b + 1] - a.cu[b]) * (a.cu[b + 1] - a.cu[b]) * a.d;
+  work *= double(a.heads);
   const int64_t pairs = a.B * a.heads;
-  const int threads = cpu_threads();
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (pairs > 1 && threads > 1)
-  for (int64_t p = 0; p < pairs; ++p) fn(p / a.heads, int(p % a.heads));
+  const int threads = work >= fastcpu::kSerialWork ? cpu_threads() : 1;
+  fastcpu::run_blocks(threads, pairs, false, [&](int64_t p) { fn(p / a.heads, int(p % a.heads)); });
 }
 
 }  // namespace

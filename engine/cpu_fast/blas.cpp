@@ -38,7 +38,7 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const fl
   const int threads = cpu_threads();
   int64_t rows = (M + threads - 1) / threads;
   rows = std::max<int64_t>(64, (rows + 15) / 16 * 16);
-  parallel_ranges(M, rows, [&](int64_t m0, int64_t m1) {
+  parallel_ranges(M, rows, double(N) * double(K), [&](int64_t m0, int64_t m1) {
     // Row m of op(A) is row m of A, or column m of A when transposed.
     const float* a = trans_a ? A + m0 : A + m0 * lda;
     sgemm_serial(trans_a, trans_b, m1 - m0, N, K, a, lda, B, ldb, beta, C + m0 * ldc, ldc);

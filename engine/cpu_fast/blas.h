@@ -1,7 +1,7 @@
 // The one matrix product of the fast CPU backend: single-precision GEMM of the BLAS (OpenBLAS,
 // found by CMake), row-major. The BLAS itself always runs single-threaded; sgemm() splits the rows
-// of C over the run's threads (the OpenMP threads every other op uses), so there is one set of
-// threads, not OpenMP's and OpenBLAS's competing for the cores.
+// of C over the run's threads (the pool every other op uses, threads.h), so there is one set of
+// threads, not the backend's and OpenBLAS's competing for the cores.
 #pragma once
 #include <cstdint>
 

@@ -13,8 +13,8 @@
 // with the reference to f32 rounding, not bitwise. Dropout masks come from the same Philox stream
 // (engine/philox.h), element for element, so both backends drop the same elements.
 //
-// Threads: cpu_threads() (engine/cpu_fast/threads.h) OpenMP threads for the per-token loops and for
-// the matrix products (rows of each product split over the threads, one serial BLAS call each).
+// Threads: cpu_threads() (engine/cpu_fast/threads.h) threads of one pool for the per-token loops and
+// for the matrix products (rows of each product split over the threads, one serial BLAS call each).
 // Determinism: with the same inputs and thread count every op gives bitwise the same result; every
 // reduction (layernorm parameter gradients, bias gradients, the global norm) runs over fixed blocks
 // of rows combined in block order, so those do not depend on the thread count either. What can

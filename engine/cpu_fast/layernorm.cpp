@@ -101,7 +101,7 @@ void layernorm_backward_rows(int64_t T, int64_t H, float* dgamma, float* dbeta, 
                              const float* mean, const float* rstd, const float* gamma, Emit emit) {
   const int64_t blocks = (T + kRowBlock - 1) / kRowBlock;
   float* part = fastcpu::thread_scratch(size_t(blocks * 2 * H), 3);  // [block][dgamma H | dbeta H]
-  fastcpu::parallel_blocks(blocks, [&](int64_t b) {
+  fastcpu::parallel_blocks(blocks, 10.0 * double(T * H), [&](int64_t b) {
     float* pg = part + b * 2 * H;
     float* pb = pg + H;
     std::fill(pg, pg + 2 * H, 0.f);
@@ -130,7 +130,7 @@ void FastCpuBackend::embeddings_forward(Tensor y, Tensor s, Tensor mean, Tensor 
   c.host_indices("pos_ids", pos_ids, pos.dim(0), "the position embedding table");
   c.host_indices("type_ids", type_ids, type.dim(0), "the token type embedding table");
   const int32_t *id = ids.as<const int32_t>(), *pid = pos_ids.as<const int32_t>(), *tid = type_ids.as<const int32_t>();
-  fastcpu::parallel_ranges(T, row_grain(H), [&](int64_t t0, int64_t t1) {
+  fastcpu::parallel_ranges(T, row_grain(H), 10.0 * double(H), [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       float* srow = s.as<float>() + t * H;
       sum3_row(srow, word.as<const float>() + int64_t(id[t]) * H, pos.as<const float>() + int64_t(pid[t]) * H,
@@ -160,7 +160,7 @@ void FastCpuBackend::embeddings_backward(Tensor dword, Tensor dpos, Tensor dtype
   // every element gets its additions in token order, as in the reference.
   constexpr int64_t kColumns = 32;
   const int32_t *id = ids.as<const int32_t>(), *pid = pos_ids.as<const int32_t>(), *tid = type_ids.as<const int32_t>();
-  fastcpu::parallel_ranges(H, kColumns, [&](int64_t c0, int64_t c1) {
+  fastcpu::parallel_ranges(H, kColumns, 3.0 * double(T), [&](int64_t c0, int64_t c1) {
     for (int64_t t = 0; t < T; ++t) {
       const float* ds = ds_all + t * H + c0;
       add_into(dword.as<float>() + int64_t(id[t]) * H + c0, ds, c1 - c0);
@@ -178,7 +178,7 @@ void FastCpuBackend::add_dropout_layernorm_forward(Tensor y, Tensor s, Tensor me
       check_add_dropout_layernorm_forward(c, y, s, mean, rstd, branch, residual, gamma, beta, eps, p);
   const uint32_t threshold = dropout_threshold(p);
   const float keep_scale = cpu::dropout_scale(p);
-  fastcpu::parallel_ranges(T, row_grain(H), [&](int64_t t0, int64_t t1) {
+  fastcpu::parallel_ranges(T, row_grain(H), 10.0 * double(H), [&](int64_t t0, int64_t t1) {
     float* mult = threshold ? fastcpu::thread_scratch(size_t(H), 0) : nullptr;
     for (int64_t t = t0; t < t1; ++t) {
       if (mult) fastcpu::dropout_multipliers(mult, rng, uint64_t(t * H), H, threshold, keep_scale);
@@ -222,7 +222,7 @@ void apply_dropout(float* out, const float* in, int64_t n, float p, DropoutRng r
     return;
   }
   const float keep_scale = cpu::dropout_scale(p);
-  fastcpu::parallel_ranges(n, kElementGrain, [&](int64_t i0, int64_t i1) {
+  fastcpu::parallel_ranges(n, kElementGrain, 10.0, [&](int64_t i0, int64_t i1) {
     float* mult = fastcpu::thread_scratch(size_t(i1 - i0), 0);
     fastcpu::dropout_multipliers(mult, rng, uint64_t(i0), i1 - i0, threshold, keep_scale);
     apply_multipliers(out + i0, in + i0, mult, i1 - i0);

@@ -41,7 +41,7 @@ ENGINE_FAST_CLONES void add_rows_range(float* sums, const float* x, int64_t rows
 void add_column_sums(float* db, const float* dy, int64_t rows, int64_t cols) {
   const int64_t blocks = (rows + kRowBlock - 1) / kRowBlock;
   float* partial = fastcpu::thread_scratch(size_t(blocks * cols), 3);  // filled by every thread
-  fastcpu::parallel_blocks(blocks, [&](int64_t b) {
+  fastcpu::parallel_blocks(blocks, double(rows * cols), [&](int64_t b) {
     const int64_t r0 = b * kRowBlock, r1 = std::min(rows, r0 + kRowBlock);
     std::fill(partial + b * cols, partial + (b + 1) * cols, 0.f);
     add_rows_range(partial + b * cols, dy + r0 * cols, r1 - r0, cols);
@@ -60,7 +60,7 @@ void FastCpuBackend::linear_forward(Tensor y, Tensor x, Tensor w, Tensor b, Acti
   float beta = 0.f;
   if (!b.empty()) {
     const float* bias = b.as<const float>();
-    fastcpu::parallel_ranges(N, std::max<int64_t>(1, kElementGrain / std::max<int64_t>(out, 1)),
+    fastcpu::parallel_ranges(N, std::max<int64_t>(1, kElementGrain / std::max<int64_t>(out, 1)), double(out),
                              [&](int64_t r0, int64_t r1) {
                                for (int64_t r = r0; r < r1; ++r) std::copy(bias, bias + out, dst + r * out);
                              });
@@ -71,7 +71,7 @@ void FastCpuBackend::linear_forward(Tensor y, Tensor x, Tensor w, Tensor b, Acti
   op_piece("gelu");
   float* yv = y.as<float>();
   const float* pv = pre.as<const float>();
-  fastcpu::parallel_ranges(N * out, kElementGrain, [&](int64_t i0, int64_t i1) { gelu_range(yv + i0, pv + i0, i1 - i0); });
+  fastcpu::parallel_ranges(N * out, kElementGrain, 20.0, [&](int64_t i0, int64_t i1) { gelu_range(yv + i0, pv + i0, i1 - i0); });
 }
 
 void FastCpuBackend::linear_backward_dx(Tensor dx, Tensor dy, Tensor w, bool accumulate, Activation act_of_x,
@@ -84,7 +84,7 @@ void FastCpuBackend::linear_backward_dx(Tensor dx, Tensor dy, Tensor w, bool acc
   op_piece("gelu");
   float* d = dx.as<float>();
   const float* pv = pre_of_x.as<const float>();
-  fastcpu::parallel_ranges(N * in, kElementGrain,
+  fastcpu::parallel_ranges(N * in, kElementGrain, 20.0,
                            [&](int64_t i0, int64_t i1) { times_gelu_grad_range(d + i0, pv + i0, i1 - i0); });
 }
 

@@ -66,7 +66,7 @@ void FastCpuBackend::global_norm(Tensor norm, Tensor grads) {
   const int64_t n = grads.numel(), pieces = (n + kNormPiece - 1) / kNormPiece;
   float* partial = fastcpu::thread_scratch(size_t(pieces), 3);
   const float* g = grads.as<const float>();
-  fastcpu::parallel_blocks(pieces, [&](int64_t b) {
+  fastcpu::parallel_blocks(pieces, double(n), [&](int64_t b) {
     partial[b] = sum_squares(g + b * kNormPiece, std::min(n, (b + 1) * kNormPiece) - b * kNormPiece);
   });
   double sum = 0;
@@ -92,7 +92,7 @@ void FastCpuBackend::adamw(Tensor params, Tensor grads, Tensor m, Tensor v, Tens
   k.decay_end = args.decay_end;
   float* working_f32 = !working.empty() && working.dtype == DType::f32 ? working.as<float>() : nullptr;
   float* p = params.as<float>();
-  fastcpu::parallel_ranges(n, kPiece, [&](int64_t i0, int64_t i1) {
+  fastcpu::parallel_ranges(n, kPiece, 10.0, [&](int64_t i0, int64_t i1) {
     if (working_f32)
       adamw_range<true>(p, grads.as<const float>(), m.as<float>(), v.as<float>(), working_f32, k, i0, i1);
     else

@@ -1,9 +1,10 @@
 // The CPU thread count of the whole run: the fast CPU backend's per-token loops and its matrix
-// products (split over OpenMP threads, engine/cpu_fast/blas.h) use it. Set once at start
+// products (split over the same threads, engine/cpu_fast/blas.h) use it. Set once at start
 // (`engine --threads N`); 0 means all cores.
 #pragma once
 #include <cstdint>
 #include <cstddef>
+#include <functional>
 
 namespace engine {
 
@@ -14,20 +15,36 @@ int cpu_threads();
 
 namespace fastcpu {
 
-// Runs fn(b) for b in [0, blocks) on cpu_threads() OpenMP threads, each taking one contiguous run of
-// blocks (static schedule): which thread computes a block never changes what the block computes.
+// Below this much work (rough count of element operations) a loop runs on the calling thread:
+// waking threads costs more.
+constexpr double kSerialWork = 1 << 17;
+
+// Runs fn(b) for every b in [0, blocks) on up to `threads` threads of the process's pool (the
+// calling thread is one of them) and returns when all are done. static_split: thread i takes the
+// i-th contiguous run of blocks; otherwise threads take the next block as they come free (for
+// blocks of uneven cost). Either way a block is computed whole by one thread, so which thread ran
+// it never changes its result. Waiting threads sleep (no spinning), so the pool costs nothing when
+// the cores are shared with other work. A call from inside a block runs serially.
+void run_blocks(int threads, int64_t blocks, bool static_split, const std::function<void(int64_t)>& fn);
+
+// Runs fn(b) for b in [0, blocks) on cpu_threads() threads (static split), or on the calling
+// thread when `work` is below kSerialWork.
 template <typename Fn>
-void parallel_blocks(int64_t blocks, Fn&& fn) {
-  const int threads = cpu_threads();
-#pragma omp parallel for schedule(static) num_threads(threads) if (blocks > 1 && threads > 1)
-  for (int64_t b = 0; b < blocks; ++b) fn(b);
+void parallel_blocks(int64_t blocks, double work, Fn&& fn) {
+  if (blocks <= 1 || work < kSerialWork || cpu_threads() <= 1) {
+    for (int64_t b = 0; b < blocks; ++b) fn(b);
+    return;
+  }
+  run_blocks(cpu_threads(), blocks, true, fn);
 }
 
-// Runs fn(begin, end) over [0, n) in fixed pieces of `grain` items (the last may be shorter).
+// Runs fn(begin, end) over [0, n) in fixed pieces of `grain` items (the last may be shorter);
+// work_per_item as for parallel_blocks.
 template <typename Fn>
-void parallel_ranges(int64_t n, int64_t grain, Fn&& fn) {
+void parallel_ranges(int64_t n, int64_t grain, double work_per_item, Fn&& fn) {
   const int64_t blocks = (n + grain - 1) / grain;
-  parallel_blocks(blocks, [&](int64_t b) { fn(b * grain, b * grain + grain < n ? b * grain + grain : n); });
+  parallel_blocks(blocks, double(n) * work_per_item,
+                  [&](int64_t b) { fn(b * grain, b * grain + grain < n ? b * grain + grain : n); });
 }
 
 // A per-thread scratch buffer of at least n floats; `slot` tells apart buffers used at the same time.
