@@ -5,6 +5,7 @@
 
 #include "engine/io/atomic_file.h"
 #include "engine/io/safetensors.h"
+#include "engine/model/lora.h"
 
 namespace engine {
 
@@ -97,7 +98,7 @@ WeightFit fit_weights(const std::vector<ParamInfo>& params, const io::Safetensor
     if (found && is_head(p.name) && reinit_head) found = nullptr;
     if (found) {
       fit.loads.push_back({&p, found});
-    } else if (is_head(p.name) || is_pooler(p.name)) {
+    } else if (is_head(p.name) || is_pooler(p.name) || is_lora_parameter(p.name)) {
       fit.initialised.push_back(p.name);
     } else {
       std::string looked_for;
