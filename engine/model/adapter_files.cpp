@@ -49,6 +49,7 @@ LoraConfig read_adapter_config(const std::string& dir) {
   };
   unsupported("use_rslora", j.value("use_rslora", false), "rank-stabilised LoRA");
   unsupported("use_dora", j.value("use_dora", false), "DoRA");
+  unsupported("lora_bias", j.value("lora_bias", false), "a trainable bias on lora_B");
   unsupported("fan_in_fan_out", j.value("fan_in_fan_out", false), "transposed (Conv1D) weights");
   unsupported("rank_pattern", j.contains("rank_pattern") && !j["rank_pattern"].empty() && !j["rank_pattern"].is_null(),
               "a rank per layer");

@@ -5,6 +5,7 @@
 
 #include "engine/io/atomic_file.h"
 #include "engine/io/safetensors.h"
+#include "engine/model/adapter_files.h"
 #include "engine/model/lora.h"
 
 namespace engine {
@@ -41,6 +42,18 @@ bool is_pooler(const std::string& name) { return name.rfind("bert.pooler.", 0) =
 std::string architecture(const BertModel& model) {
   return model.options().head == Head::token_classification ? "BertForTokenClassification"
                                                             : "BertForSequenceClassification";
+}
+
+// model.safetensors: every parameter in f32 under its HF name.
+void write_model_weights(BertModel& model, const std::string& path) {
+  std::vector<std::vector<float>> values;
+  std::vector<io::SafetensorsWriteEntry> entries;
+  const auto& params = model.params().list();
+  values.reserve(params.size());
+  for (const ParamInfo& p : params) values.push_back(model.params().get_host(model.backend(), p.name));
+  for (size_t i = 0; i < params.size(); ++i)
+    entries.push_back({params[i].name, DType::f32, params[i].shape, values[i].data()});
+  io::write_safetensors(path, entries, {{"format", "pt"}});
 }
 
 }  // namespace
@@ -149,15 +162,10 @@ void save_pretrained(BertModel& model, const std::string& dir, const SaveOptions
     for (auto& [k, v] : options.extra_config.items()) config[k] = v;
     io::write_file_atomic((staged / "config.json").string(), config.dump(2) + "\n");
 
-    // model.safetensors: every parameter in f32 under its HF name.
-    std::vector<std::vector<float>> values;
-    std::vector<io::SafetensorsWriteEntry> entries;
-    const auto& params = model.params().list();
-    values.reserve(params.size());
-    for (const ParamInfo& p : params) values.push_back(model.params().get_host(model.backend(), p.name));
-    for (size_t i = 0; i < params.size(); ++i)
-      entries.push_back({params[i].name, DType::f32, params[i].shape, values[i].data()});
-    io::write_safetensors((staged / "model.safetensors").string(), entries, {{"format", "pt"}});
+    if (model.options().lora.enabled())
+      write_adapter_files(model, staged.string(), options.adapter_base);
+    else
+      write_model_weights(model, (staged / "model.safetensors").string());
 
     if (!options.vocab_path.empty()) {
       io::write_file_atomic((staged / "vocab.txt").string(), io::read_file(options.vocab_path));
