@@ -5,6 +5,7 @@
 
 #include "engine/io/atomic_file.h"
 #include "engine/io/safetensors.h"
+#include "engine/model/checkpoint.h"
 
 namespace engine {
 
@@ -149,6 +150,19 @@ void load_adapter_weights(BertModel& model, const std::string& dir) {
                  shape_str(p.shape), " (an adapter for another base model or rank?)");
     model.params().set_host(model.backend(), p.name, file.to_f32(key));
   }
+}
+
+BertConfig adapted_model_config(const std::string& base_dir, const std::string& adapter_dir) {
+  read_adapter_config(adapter_dir);  // a clear error first when adapter_dir is not an adapter
+  return read_model_config(fs::exists(fs::path(adapter_dir) / "config.json") ? adapter_dir : base_dir);
+}
+
+void load_base_and_adapter(BertModel& model, const std::string& base_dir, const std::string& adapter_dir) {
+  ENGINE_CHECK(!is_adapter_dir(base_dir), base_dir,
+               " is a LoRA adapter directory: the base model it adapts goes in --model, the adapter in --adapter");
+  check_adapter_base(adapter_dir, base_dir);
+  load_weights(model, base_dir, true, 0);  // the head (and fresh adapters) are then the adapter's
+  load_adapter_weights(model, adapter_dir);
 }
 
 void merge_adapters(BertModel& adapted, BertModel& plain) {

@@ -38,6 +38,12 @@ void write_adapter_files(BertModel& model, const std::string& dir, const std::st
 // settings, base weights already loaded). Every tensor must be there with the model's shape: a
 // missing or misshapen one is an error naming the file, the tensor and the shapes.
 void load_adapter_weights(BertModel& model, const std::string& dir);
+// The config of a base model with an adapter: the adapter directory's config.json (the engine
+// writes one, with the labels) or, for a directory peft wrote, the base's.
+BertConfig adapted_model_config(const std::string& base_dir, const std::string& adapter_dir);
+// Checks the base (check_adapter_base), then loads the base's weights (its own classifier, if any,
+// ignored) and the adapter's into `model`, built with read_adapter_config(adapter_dir).
+void load_base_and_adapter(BertModel& model, const std::string& base_dir, const std::string& adapter_dir);
 // Copies `adapted`'s weights into `plain` (same config and head, no adapters), with each adapted
 // weight merged: W + scale * B A, summed in double.
 void merge_adapters(BertModel& adapted, BertModel& plain);

@@ -60,10 +60,16 @@ void write_model_weights(BertModel& model, const std::string& path) {
 
 std::string LoadReport::summary() const {
   std::string s = std::to_string(loaded) + " tensors loaded";
-  if (!initialised.empty()) {
-    s += "; initialised (not in the checkpoint):";
-    for (const std::string& n : initialised) s += " " + n;
+  int adapters = 0;
+  std::string others;
+  for (const std::string& n : initialised) {
+    if (is_lora_parameter(n))
+      ++adapters;
+    else
+      others += " " + n;
   }
+  if (!others.empty()) s += "; initialised (not in the checkpoint):" + others;
+  if (adapters) s += "; " + std::to_string(adapters) + " LoRA tensors initialised (A Kaiming-uniform, B zero)";
   if (!unused.empty()) s += "; " + std::to_string(unused.size()) + " checkpoint tensors unused (e.g. " + unused[0] + ")";
   return s;
 }

@@ -62,6 +62,9 @@ class ParamStore {
   // Elements of the trainable prefix: the size of the gradient and moment buffers.
   int64_t trainable_size() const { return trainable_end_; }
   int64_t decay_end() const { return decay_end_; }
+  // Bytes of the gradient buffer and the two AdamW moments (the training state that scales with
+  // what trains; the master weights and working copy are the same under full fine-tuning and LoRA).
+  int64_t optimizer_state_bytes() const { return 3 * int64_t(sizeof(float)) * trainable_end_; }
 
   // Views of one parameter (or `rows` consecutive parameters' worth: see fused()).
   Tensor master(const std::string& name) const { return view(master_, get(name)); }
