@@ -47,6 +47,14 @@ struct AdamWArgs {
   float max_grad_norm = 0.f;  // <= 0: no clipping
 };
 
+// The scalars of a low-rank adapter's path (see Backend::lora_forward).
+struct LoraArgs {
+  float scale = 1.f;  // alpha / r
+  float p = 0.f;      // dropout on the adapter's input (its own mask, from rng)
+  DropoutRng rng{};
+  int64_t col = 0;    // the path adds into columns [col, col + out) of y (a slice of the fused QKV output)
+};
+
 // ---- measurement (the step bench in engine/perf/ and profilers) ----
 
 // Timestamps taken in a backend's stream order: mark(i) records timestamp i once all work queued
@@ -171,6 +179,22 @@ class Backend {
                                   Tensor pre_of_x) = 0;
   // dw += dy^T x (f32 [out, in]); db += sum over rows of dy (f32 [out], optional).
   virtual void linear_backward_dw(Tensor dw, Tensor db, Tensor dy, Tensor x) = 0;
+
+  // ---- low-rank adapters (LoRA, engine/model/lora.h) on a frozen linear layer ----
+  // The adapter's path of y = x W^T + b + scale * dropout(x) A^T B^T, added after the base product:
+  //   u = dropout(x) (written to u only when p > 0), z = u A^T (saved for backward),
+  //   t[:, col:col+out] += scale * z B^T    with t = y, or t = pre when act is gelu: then
+  //   y = gelu(pre) (col 0), for the FFN's first matrix whose base product wrote pre.
+  // x: act [N, in]; a: act [r, in]; b: act [out, r]; z: act [N, r]; u: act [N, in] (may be empty
+  // when p == 0); y (and pre): act [N, C] with C >= col + out.
+  virtual void lora_forward(Tensor y, Tensor z, Tensor u, Tensor x, Tensor a, Tensor b, const LoraArgs& args,
+                            Activation act, Tensor pre) = 0;
+  // dz = scale * dy[:, col:col+out] B (act [N, r], scratch); da += dz^T u; db += scale * dy^T z
+  // (da, db: f32); u is regenerated from x when p > 0. dx += dropout_backward(dz A), then, with
+  // act_of_x gelu, dx *= gelu'(pre_of_x) (the base layer's dx was written without its GELU factor).
+  // dx may be empty: nothing below needs it.
+  virtual void lora_backward(Tensor dx, Tensor da, Tensor db, Tensor dz, Tensor u, Tensor dy, Tensor x, Tensor z,
+                             Tensor a, Tensor b, const LoraArgs& args, Activation act_of_x, Tensor pre_of_x) = 0;
 
   // ---- multi-head self-attention over the packed layout ----
   // qkv: act [T, 3H] as [q | k | v] with heads contiguous inside each (head h of q is columns

@@ -380,6 +380,82 @@ LinearShape check_linear_backward_dw(const OpCheck& c, Tensor dw, Tensor db, Ten
   return LinearShape{act, N, in, out};
 }
 
+// ---- low-rank adapters ----
+
+namespace {
+// What both directions share: x, A, B, z, u and the column window [col, col + out) of the
+// C-column output (or output gradient) `t`.
+LoraShape check_lora_common(const OpCheck& c, const char* t_name, Tensor t, Tensor z, Tensor u, Tensor x, Tensor a,
+                            Tensor b, const LoraArgs& args) {
+  const DType act = c.act_of("x", x);
+  c.matrix("x", x);
+  c.act("a", a, act);
+  c.matrix("a", a);
+  c.act("b", b, act);
+  c.matrix("b", b);
+  const int64_t N = x.dim(0), in = x.dim(1), r = a.dim(0), out = b.dim(0);
+  c.that(r >= 1, "a is ", a.str(), ": rank 0");
+  c.that(a.dim(1) == in, "a is ", a.str(), " but x is ", x.str(), " (a must be [r, ", in, "])");
+  c.that(b.dim(1) == r, "b is ", b.str(), " but a is ", a.str(), " (b must be [out, ", r, "])");
+  c.act(t_name, t, act);
+  c.matrix(t_name, t);
+  const int64_t C = t.dim(1);
+  c.that(t.dim(0) == N, t_name, " is ", t.str(), " but x is ", x.str(), " (same number of rows)");
+  c.that(args.col >= 0 && args.col + out <= C, "columns [", args.col, ", ", args.col + out, ") lie outside ", t_name,
+         " ", t.str());
+  c.act("z", z, act);
+  c.shape("z", z, {N, r});
+  c.probability(args.p);
+  if (args.p > 0.f) {
+    c.act("u", u, act);
+    c.shape("u", u, {N, in});
+    c.that(u.data != x.data || N == 0, "u and x must be different buffers");
+  }
+  c.that(std::isfinite(args.scale), "scale ", args.scale, " is not finite");
+  return LoraShape{act, N, in, r, out, C};
+}
+
+void check_gelu_partner(const OpCheck& c, const char* name, Tensor pre, Activation act_fn, DType act,
+                        std::initializer_list<int64_t> dims) {
+  if (act_fn == Activation::none) return;
+  c.that(act_fn == Activation::gelu, "unknown activation ", int(act_fn));
+  c.act(name, pre, act);
+  c.shape(name, pre, dims);
+}
+}  // namespace
+
+LoraShape check_lora_forward(const OpCheck& c, Tensor y, Tensor z, Tensor u, Tensor x, Tensor a, Tensor b,
+                             const LoraArgs& args, Activation act_fn, Tensor pre) {
+  const bool gelu = act_fn == Activation::gelu;
+  const LoraShape s = check_lora_common(c, gelu ? "pre" : "y", gelu ? pre : y, z, u, x, a, b, args);
+  if (gelu) {
+    c.that(args.col == 0 && s.out == s.C, "a GELU after the adapted layer needs the whole output (col 0, ", s.C,
+           " columns), got columns [", args.col, ", ", args.col + s.out, ")");
+    check_gelu_partner(c, "y", y, act_fn, s.act, {s.N, s.out});
+  }
+  c.that(y.data != x.data || s.N == 0, "y and x must be different buffers");
+  return s;
+}
+
+LoraShape check_lora_backward(const OpCheck& c, Tensor dx, Tensor da, Tensor db, Tensor dz, Tensor u, Tensor dy,
+                              Tensor x, Tensor z, Tensor a, Tensor b, const LoraArgs& args, Activation act_of_x,
+                              Tensor pre_of_x) {
+  const LoraShape s = check_lora_common(c, "dy", dy, z, u, x, a, b, args);
+  c.act("dz", dz, s.act);
+  c.shape("dz", dz, {s.N, s.r});
+  c.that(dz.data != z.data || s.N == 0, "dz and z must be different buffers");
+  c.dtype("da", da, DType::f32);
+  c.shape("da", da, {s.r, s.in});
+  c.dtype("db", db, DType::f32);
+  c.shape("db", db, {s.out, s.r});
+  if (!dx.empty()) {
+    c.act("dx", dx, s.act);
+    c.shape("dx", dx, {s.N, s.in});
+    check_gelu_partner(c, "pre_of_x", pre_of_x, act_of_x, s.act, {s.N, s.in});
+  }
+  return s;
+}
+
 // ---- attention ----
 
 AttentionShape check_attention_forward(const OpCheck& c, Tensor out, Tensor lse, Tensor qkv, Tensor cu_seqlens,

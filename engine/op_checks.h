@@ -120,6 +120,18 @@ LinearShape check_linear_backward_dx(const OpCheck& c, Tensor dx, Tensor dy, Ten
                                      Activation act_of_x, Tensor pre_of_x);
 LinearShape check_linear_backward_dw(const OpCheck& c, Tensor dw, Tensor db, Tensor dy, Tensor x);
 
+// A low-rank adapter's path: x [N, in], A [r, in], B [out, r], written into columns
+// [col, col + out) of C-column outputs.
+struct LoraShape {
+  DType act;
+  int64_t N, in, r, out, C;
+};
+LoraShape check_lora_forward(const OpCheck& c, Tensor y, Tensor z, Tensor u, Tensor x, Tensor a, Tensor b,
+                             const LoraArgs& args, Activation act_fn, Tensor pre);
+LoraShape check_lora_backward(const OpCheck& c, Tensor dx, Tensor da, Tensor db, Tensor dz, Tensor u, Tensor dy,
+                              Tensor x, Tensor z, Tensor a, Tensor b, const LoraArgs& args, Activation act_of_x,
+                              Tensor pre_of_x);
+
 AttentionShape check_attention_forward(const OpCheck& c, Tensor out, Tensor lse, Tensor qkv, Tensor cu_seqlens,
                                        const BatchShape& batch, int heads, float scale, float p);
 AttentionShape check_attention_backward(const OpCheck& c, Tensor dqkv, Tensor dout, Tensor qkv, Tensor out, Tensor lse,

@@ -1,4 +1,5 @@
-// engine eval and engine predict: load a fine-tuned model directory and score a labelled file, or
+// engine eval and engine predict: load a fine-tuned model directory (or a base model with a LoRA
+// adapter directory, --adapter) and score a labelled file, or
 // predict for a file or for lines on standard input (one JSON object per input, in input order).
 // Standard output holds only the results; progress (rows done, rows/s, time left) goes to standard
 // error, as the trainer's does, unless --quiet.
@@ -9,6 +10,7 @@
 #include "engine/cli/commands.h"
 #include "engine/cli/data_flags.h"
 #include "engine/io/result_path.h"
+#include "engine/model/adapter_files.h"
 #include "engine/model/checkpoint.h"
 #include "engine/train/metrics.h"
 #include "engine/train/progress.h"
@@ -18,8 +20,10 @@ namespace engine::cli {
 
 namespace {
 
+namespace fs = std::filesystem;
+
 struct ModelFlags {
-  std::string model_dir, data_file, task, backend = "auto", precision = "auto", attention = "auto";
+  std::string model_dir, adapter_dir, data_file, task, backend = "auto", precision = "auto", attention = "auto";
   int max_length = 0;  // 0: 128, or max_position_embeddings when smaller
   int64_t batch_size = 64;
   bool quiet = false;
@@ -28,6 +32,9 @@ struct ModelFlags {
 void add_model_flags(CLI::App* cmd, ModelFlags& f) {
   cmd->add_option("--model", f.model_dir, "fine-tuned model directory (config.json, vocab.txt, model.safetensors)")
       ->required();
+  cmd->add_option("--adapter", f.adapter_dir,
+                  "LoRA adapter directory (adapter_config.json, adapter_model.safetensors; from `engine finetune "
+                  "--peft lora` or Hugging Face peft) applied to --model, the base it was trained on");
   cmd->add_option("--task", f.task, "classify, regress or tokens (default: what the model was trained for)");
   cmd->add_option("--max-length", f.max_length,
                   "tokens per sequence (default: 128, or the model's max_position_embeddings when smaller)")
@@ -58,11 +65,18 @@ struct ModelDir {
   DataOptions data;
 
   ModelDir(const ModelFlags& f, const DataFlags& flags) {
-    config = read_model_config(f.model_dir);
-    require_trained_head(f.model_dir, config);
+    // With an adapter, the labels and the vocabulary are the adapter directory's when it has them.
+    const bool adapted = !f.adapter_dir.empty();
+    ENGINE_CHECK(adapted || !is_adapter_dir(f.model_dir), f.model_dir,
+                 " is a LoRA adapter directory: pass the base model it adapts as --model and this directory as "
+                 "--adapter");
+    config = adapted ? adapted_model_config(f.model_dir, f.adapter_dir) : read_model_config(f.model_dir);
+    if (!adapted) require_trained_head(f.model_dir, config);
+    const std::string labels_dir = adapted && fs::exists(f.adapter_dir + "/config.json") ? f.adapter_dir : f.model_dir;
+    const std::string vocab_dir = adapted && fs::exists(f.adapter_dir + "/vocab.txt") ? f.adapter_dir : f.model_dir;
     task = f.task.empty() ? task_of_model(config) : parse_task(f.task);
-    if (task != Task::regress) labels = LabelMap::from_hf_config(config.to_json(), f.model_dir + "/config.json");
-    tok = std::make_unique<tokenizer::BertTokenizer>(tokenizer::BertTokenizer::from_model_dir(f.model_dir));
+    if (task != Task::regress) labels = LabelMap::from_hf_config(config.to_json(), labels_dir + "/config.json");
+    tok = std::make_unique<tokenizer::BertTokenizer>(tokenizer::BertTokenizer::from_model_dir(vocab_dir));
     data = data_options(flags, f, config);
   }
   const LabelMap* label_map() const { return task == Task::regress ? nullptr : &labels; }
@@ -79,10 +93,15 @@ struct ModelDir {
     mo.act = resolve_precision(f.precision, name);
     mo.max_sequences = f.batch_size;
     mo.max_tokens = f.batch_size * std::max<int64_t>(examples.max_length(), 1);
+    if (!f.adapter_dir.empty()) mo.lora = read_adapter_config(f.adapter_dir);
     BertModel model(*backend, config, mo);
-    LoadReport report = load_weights(model, f.model_dir, false, 0);
-    ENGINE_CHECK(report.initialised.empty(), f.model_dir, ": the checkpoint has no trained head (missing ",
-                 report.initialised[0], "): fine-tune it first");
+    if (!f.adapter_dir.empty()) {
+      load_base_and_adapter(model, f.model_dir, f.adapter_dir);
+    } else {
+      LoadReport report = load_weights(model, f.model_dir, false, 0);
+      ENGINE_CHECK(report.initialised.empty(), f.model_dir, ": the checkpoint has no trained head (missing ",
+                   report.initialised[0], "): fine-tune it first");
+    }
     if (f.quiet) return predict(model, examples, labels, f.batch_size, 0);
     RowProgress progress(std::cerr, what, int64_t(examples.examples.size()));
     return predict(model, examples, labels, f.batch_size, 0, [&](int64_t rows) { progress.update(rows); });

@@ -5,6 +5,7 @@
 
 #include "engine/cli/commands.h"
 #include "engine/cli/data_flags.h"
+#include "engine/cli/lora_flags.h"
 #include "engine/train/default_run.h"
 #include "engine/train/trainer.h"
 
@@ -20,6 +21,7 @@ void add_finetune_command(CLI::App& app) {
   auto o = std::make_shared<FinetuneOptions>();
   auto max_length = std::make_shared<int>(0);
   auto data = add_data_flags(cmd);
+  auto lora = add_lora_flags(cmd);
   cmd->add_option("--model", o->model_dir, "Hugging Face model directory to start from");
   cmd->add_option("--train", o->train_file, "training file (.tsv, .csv, .jsonl; CoNLL for --task tokens)");
   cmd->add_option("--dev", o->dev_file, "evaluation file, scored during training");
@@ -73,7 +75,7 @@ void add_finetune_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--resume", o->resume, "continue exactly from a checkpoint-<step> directory (or the latest in DIR)");
 
-  cmd->callback([cmd, o, max_length, data] {
+  cmd->callback([cmd, o, max_length, data, lora] {
     if (o->model_dir.empty() && o->train_file.empty()) {
       // The embedded default keeps its own settings but for the flags given.
       FinetuneOptions d = embedded_default_options();
@@ -90,6 +92,7 @@ void add_finetune_command(CLI::App& app) {
     }
     o->data = data->resolve();
     o->data.encode.max_length = *max_length;
+    o->lora = lora->resolve();
     run_finetune(*o, std::cout);
   });
 }

@@ -40,6 +40,10 @@ class CpuBackend : public Backend {
   void linear_forward(Tensor y, Tensor x, Tensor w, Tensor b, Activation act, Tensor pre) override;
   void linear_backward_dx(Tensor dx, Tensor dy, Tensor w, bool accumulate, Activation act_of_x, Tensor pre_of_x) override;
   void linear_backward_dw(Tensor dw, Tensor db, Tensor dy, Tensor x) override;
+  void lora_forward(Tensor y, Tensor z, Tensor u, Tensor x, Tensor a, Tensor b, const LoraArgs& args, Activation act,
+                    Tensor pre) override;
+  void lora_backward(Tensor dx, Tensor da, Tensor db, Tensor dz, Tensor u, Tensor dy, Tensor x, Tensor z, Tensor a,
+                     Tensor b, const LoraArgs& args, Activation act_of_x, Tensor pre_of_x) override;
   void attention_forward(Tensor out, Tensor lse, Tensor qkv, Tensor cu_seqlens, const BatchShape& batch, int heads, float scale, float p, DropoutRng rng) override;
   void attention_backward(Tensor dqkv, Tensor dout, Tensor qkv, Tensor out, Tensor lse, Tensor cu_seqlens, const BatchShape& batch, int heads, float scale, float p, DropoutRng rng) override;
   void gather_rows(Tensor out, Tensor x, Tensor rows) override;

@@ -52,6 +52,7 @@ BertModel::BertModel(Backend& backend, const BertConfig& config, const ModelOpti
   backend_.fill(params_.adam_m(), 0.f);
   backend_.fill(params_.adam_v(), 0.f);
   params_.sync_working(backend_);
+  if (lora_) lora_->bind(params_);
   build_graph();
 }
 
@@ -101,6 +102,10 @@ void declare_parameters(ParamStore& params, const BertConfig& config, Head head)
 
 void BertModel::plan_parameters() {
   declare_parameters(params_, config_, options_.head);
+  if (options_.lora.enabled()) {
+    lora_ = std::make_unique<LoraAdapters>(options_.lora, config_);
+    lora_->declare(params_);
+  }
   params_.plan(param_arena_, options_.act);
 }
 
@@ -143,6 +148,10 @@ void BertModel::plan_activations() {
     a.plan(&L.h2, act, {T, H}, p + "out");
   }
   a.plan(&branch_, act, {T, H}, "scratch.branch");
+  if (lora_) {
+    lora_->plan(a, act, T);
+    a.plan(&frozen_ln_sink_, f32, {2 * H}, "grad.frozen_layernorm_sink");
+  }
   if (tokens_head) {
     a.plan(&head_in_drop_, act, {T, H}, "head.dropped");
   } else {
@@ -170,7 +179,14 @@ void BertModel::build_graph() {
   add_head();
 }
 
+// The gradient of a LayerNorm parameter, or (frozen) a slot of the sink that nothing reads.
+Tensor BertModel::ln_grad(Tensor g, int which) const {
+  return g.empty() ? frozen_ln_sink_.slice_rows(which * config_.hidden_size, config_.hidden_size) : g;
+}
+
 void BertModel::add_embeddings() {
+  // Frozen embeddings (under adapters) need no backward at all: nothing below them trains.
+  const bool trainable = !params_.grad("bert.embeddings.word_embeddings.weight").empty();
   graph_.add(
       "embeddings",
       [this] {
@@ -186,7 +202,7 @@ void BertModel::add_embeddings() {
         backend_.dropout_forward(act_rows(emb_out_), act_rows(emb_out_), p(config_.hidden_dropout_prob),
                                  rng(kEmbeddingDropout));
       },
-      [this] {
+      !trainable ? Graph::Fn{} : [this] {
         const ParamStore& P = params_;
         backend_.dropout_backward(act_rows(d_hidden_), act_rows(d_hidden_), p(config_.hidden_dropout_prob),
                                   rng(kEmbeddingDropout));
@@ -201,6 +217,16 @@ void BertModel::add_embeddings() {
       });
 }
 
+// dW and db of a linear layer, each skipped when frozen (no gradient view): a frozen weight costs no
+// product in the backward pass.
+void BertModel::linear_backward_params(Tensor dw, Tensor db, Tensor dy, Tensor x) {
+  if (!dw.empty()) {
+    backend_.linear_backward_dw(dw, db, dy, x);
+  } else if (!db.empty()) {
+    fail("a trainable bias on a frozen weight is not supported");  // --lora-bias none freezes biases
+  }
+}
+
 void BertModel::add_layer(int index) {
   Layer& L = *layers_[index];
   const int64_t H = config_.hidden_size;
@@ -209,8 +235,11 @@ void BertModel::add_layer(int index) {
   Tensor working = P.working(), grads = P.grads();
   L.w_qkv = ParamStore::span(working, P.get(pre + "attention.self.query.weight"), {3 * H, H});
   L.b_qkv = ParamStore::span(working, P.get(pre + "attention.self.query.bias"), {3 * H});
-  L.dw_qkv = ParamStore::span(grads, P.get(pre + "attention.self.query.weight"), {3 * H, H});
-  L.db_qkv = ParamStore::span(grads, P.get(pre + "attention.self.query.bias"), {3 * H});
+  // Frozen (under adapters): no gradient views, and the backward skips their products.
+  const ParamInfo& wq = P.get(pre + "attention.self.query.weight");
+  const ParamInfo& bq = P.get(pre + "attention.self.query.bias");
+  if (wq.trainable) L.dw_qkv = ParamStore::span(grads, wq, {3 * H, H});
+  if (bq.trainable) L.db_qkv = ParamStore::span(grads, bq, {3 * H});
   auto both = [&](Tensor& w, Tensor& g, const std::string& name) {
     w = P.working(pre + name);
     g = P.grad(pre + name);
@@ -226,65 +255,103 @@ void BertModel::add_layer(int index) {
   both(L.ln2_g, L.dln2_g, "output.LayerNorm.weight");
   both(L.ln2_b, L.dln2_b, "output.LayerNorm.bias");
 
-  // The layer's input: the embeddings or the previous layer's output.
+  // The layer's input: the embeddings or the previous layer's output. Its gradient is needed
+  // unless it is frozen embeddings' output.
   Tensor input = index == 0 ? emb_out_ : layers_[index - 1]->h2;
+  const bool need_input_grad = index > 0 || !P.grad("bert.embeddings.word_embeddings.weight").empty();
+  LoraAdapters* lora = lora_.get();
+  auto adapted = [lora](LoraSite site) { return lora && lora->has(site); };
+  const LoraSite kQkv[] = {LoraSite::query, LoraSite::key, LoraSite::value};
   const std::string name = "layer." + std::to_string(index);
   const float scale = 1.f / std::sqrt(float(config_.head_dim()));
   const int heads = int(config_.num_attention_heads);
 
   graph_.add(
       name + ".attention",
-      [this, &L, input, index, scale, heads] {
+      [this, &L, input, index, scale, heads, adapted, kQkv] {
         const int64_t T = shape_.tokens;
         Tensor x = input.rows(T);
         backend_.linear_forward(L.qkv.rows(T), x, L.w_qkv, L.b_qkv, Activation::none, {});
+        for (LoraSite site : kQkv)
+          if (adapted(site)) lora_->forward(backend_, index, site, L.qkv.rows(T), x, T, lora_p(), step_seed_);
         backend_.attention_forward(L.ctx.rows(T), L.lse.rows(T), L.qkv.rows(T), cu_seqlens_.rows(shape_.sequences + 1),
                                    shape_, heads, scale, p(config_.attention_probs_dropout_prob),
                                    rng(attention_probs_stream(index)));
         backend_.linear_forward(branch_.rows(T), L.ctx.rows(T), L.w_out, L.b_out, Activation::none, {});
+        if (adapted(LoraSite::attention_output))
+          lora_->forward(backend_, index, LoraSite::attention_output, branch_.rows(T), L.ctx.rows(T), T, lora_p(),
+                         step_seed_);
         backend_.add_dropout_layernorm_forward(L.h1.rows(T), L.s1.rows(T), L.mean1.rows(T), L.rstd1.rows(T),
                                                branch_.rows(T), x, L.ln1_g, L.ln1_b, config_.layer_norm_eps,
                                                p(config_.hidden_dropout_prob), rng(attention_output_stream(index)));
       },
       // In: d_h1 (gradient of this block's output). Out: d_hidden (gradient of the layer input).
-      [this, &L, input, index, scale, heads] {
+      [this, &L, input, index, scale, heads, adapted, kQkv, need_input_grad] {
         const int64_t T = shape_.tokens;
         Tensor x = input.rows(T);
-        backend_.add_dropout_layernorm_backward(d_branch_.rows(T), d_hidden_.rows(T), L.dln1_g, L.dln1_b,
-                                                d_h1_.rows(T), L.s1.rows(T), L.mean1.rows(T), L.rstd1.rows(T),
-                                                L.ln1_g, p(config_.hidden_dropout_prob),
+        backend_.add_dropout_layernorm_backward(d_branch_.rows(T), d_hidden_.rows(T), ln_grad(L.dln1_g, 0),
+                                                ln_grad(L.dln1_b, 1), d_h1_.rows(T), L.s1.rows(T), L.mean1.rows(T),
+                                                L.rstd1.rows(T), L.ln1_g, p(config_.hidden_dropout_prob),
                                                 rng(attention_output_stream(index)));
-        backend_.linear_backward_dw(L.dw_out, L.db_out, d_branch_.rows(T), L.ctx.rows(T));
+        linear_backward_params(L.dw_out, L.db_out, d_branch_.rows(T), L.ctx.rows(T));
         backend_.linear_backward_dx(d_ctx_.rows(T), d_branch_.rows(T), L.w_out, false, Activation::none, {});
+        if (adapted(LoraSite::attention_output))
+          lora_->backward(backend_, index, LoraSite::attention_output, d_ctx_.rows(T), d_branch_.rows(T),
+                          L.ctx.rows(T), T, lora_p(), step_seed_);
         backend_.attention_backward(d_qkv_.rows(T), d_ctx_.rows(T), L.qkv.rows(T), L.ctx.rows(T), L.lse.rows(T),
                                     cu_seqlens_.rows(shape_.sequences + 1), shape_, heads, scale,
                                     p(config_.attention_probs_dropout_prob), rng(attention_probs_stream(index)));
-        backend_.linear_backward_dw(L.dw_qkv, L.db_qkv, d_qkv_.rows(T), x);
-        backend_.linear_backward_dx(d_hidden_.rows(T), d_qkv_.rows(T), L.w_qkv, true, Activation::none, {});
+        linear_backward_params(L.dw_qkv, L.db_qkv, d_qkv_.rows(T), x);
+        Tensor dx = need_input_grad ? d_hidden_.rows(T) : Tensor{};
+        if (need_input_grad)
+          backend_.linear_backward_dx(dx, d_qkv_.rows(T), L.w_qkv, true, Activation::none, {});
+        for (LoraSite site : kQkv)
+          if (adapted(site)) lora_->backward(backend_, index, site, dx, d_qkv_.rows(T), x, T, lora_p(), step_seed_);
       });
 
   graph_.add(
       name + ".ffn",
-      [this, &L, index] {
+      [this, &L, index, adapted] {
         const int64_t T = shape_.tokens;
-        backend_.linear_forward(L.ffn_act.rows(T), L.h1.rows(T), L.w_ffn1, L.b_ffn1, Activation::gelu,
-                                L.ffn_pre.rows(T));
+        if (adapted(LoraSite::intermediate)) {
+          // The adapter adds into the pre-activation, then applies the GELU.
+          backend_.linear_forward(L.ffn_pre.rows(T), L.h1.rows(T), L.w_ffn1, L.b_ffn1, Activation::none, {});
+          lora_->forward(backend_, index, LoraSite::intermediate, L.ffn_act.rows(T), L.h1.rows(T), T, lora_p(),
+                         step_seed_, Activation::gelu, L.ffn_pre.rows(T));
+        } else {
+          backend_.linear_forward(L.ffn_act.rows(T), L.h1.rows(T), L.w_ffn1, L.b_ffn1, Activation::gelu,
+                                  L.ffn_pre.rows(T));
+        }
         backend_.linear_forward(branch_.rows(T), L.ffn_act.rows(T), L.w_ffn2, L.b_ffn2, Activation::none, {});
+        if (adapted(LoraSite::output))
+          lora_->forward(backend_, index, LoraSite::output, branch_.rows(T), L.ffn_act.rows(T), T, lora_p(),
+                         step_seed_);
         backend_.add_dropout_layernorm_forward(L.h2.rows(T), L.s2.rows(T), L.mean2.rows(T), L.rstd2.rows(T),
                                                branch_.rows(T), L.h1.rows(T), L.ln2_g, L.ln2_b, config_.layer_norm_eps,
                                                p(config_.hidden_dropout_prob), rng(ffn_output_stream(index)));
       },
       // In: d_hidden (gradient of the layer output). Out: d_h1.
-      [this, &L, index] {
+      [this, &L, index, adapted] {
         const int64_t T = shape_.tokens;
-        backend_.add_dropout_layernorm_backward(d_branch_.rows(T), d_h1_.rows(T), L.dln2_g, L.dln2_b,
-                                                d_hidden_.rows(T), L.s2.rows(T), L.mean2.rows(T), L.rstd2.rows(T),
-                                                L.ln2_g, p(config_.hidden_dropout_prob), rng(ffn_output_stream(index)));
-        backend_.linear_backward_dw(L.dw_ffn2, L.db_ffn2, d_branch_.rows(T), L.ffn_act.rows(T));
-        backend_.linear_backward_dx(d_ffn_.rows(T), d_branch_.rows(T), L.w_ffn2, false, Activation::gelu,
-                                    L.ffn_pre.rows(T));
-        backend_.linear_backward_dw(L.dw_ffn1, L.db_ffn1, d_ffn_.rows(T), L.h1.rows(T));
+        backend_.add_dropout_layernorm_backward(d_branch_.rows(T), d_h1_.rows(T), ln_grad(L.dln2_g, 0),
+                                                ln_grad(L.dln2_b, 1), d_hidden_.rows(T), L.s2.rows(T),
+                                                L.mean2.rows(T), L.rstd2.rows(T), L.ln2_g,
+                                                p(config_.hidden_dropout_prob), rng(ffn_output_stream(index)));
+        linear_backward_params(L.dw_ffn2, L.db_ffn2, d_branch_.rows(T), L.ffn_act.rows(T));
+        if (adapted(LoraSite::output)) {
+          // Both paths' gradients are summed before the GELU's derivative multiplies them.
+          backend_.linear_backward_dx(d_ffn_.rows(T), d_branch_.rows(T), L.w_ffn2, false, Activation::none, {});
+          lora_->backward(backend_, index, LoraSite::output, d_ffn_.rows(T), d_branch_.rows(T), L.ffn_act.rows(T), T,
+                          lora_p(), step_seed_, Activation::gelu, L.ffn_pre.rows(T));
+        } else {
+          backend_.linear_backward_dx(d_ffn_.rows(T), d_branch_.rows(T), L.w_ffn2, false, Activation::gelu,
+                                      L.ffn_pre.rows(T));
+        }
+        linear_backward_params(L.dw_ffn1, L.db_ffn1, d_ffn_.rows(T), L.h1.rows(T));
         backend_.linear_backward_dx(d_h1_.rows(T), d_ffn_.rows(T), L.w_ffn1, true, Activation::none, {});
+        if (adapted(LoraSite::intermediate))
+          lora_->backward(backend_, index, LoraSite::intermediate, d_h1_.rows(T), d_ffn_.rows(T), L.h1.rows(T), T,
+                          lora_p(), step_seed_);
       });
 }
 
@@ -324,8 +391,8 @@ void BertModel::add_head() {
           const int64_t B = shape_.sequences, T = shape_.tokens;
           backend_.dropout_backward(d_pooled_.rows(B), d_pooled_.rows(B), p(drop), rng(kHeadDropout));
           backend_.tanh_backward(d_pooled_.rows(B), d_pooled_.rows(B), pooled_.rows(B));
-          backend_.linear_backward_dw(params_.grad("bert.pooler.dense.weight"), params_.grad("bert.pooler.dense.bias"),
-                                      d_pooled_.rows(B), cls_.rows(B));
+          linear_backward_params(params_.grad("bert.pooler.dense.weight"), params_.grad("bert.pooler.dense.bias"),
+                                 d_pooled_.rows(B), cls_.rows(B));
           backend_.linear_backward_dx(d_cls_.rows(B), d_pooled_.rows(B), params_.working("bert.pooler.dense.weight"),
                                       false, Activation::none, {});
           backend_.fill(d_hidden_.rows(T), 0.f);
@@ -376,6 +443,11 @@ void BertModel::init_parameters(const std::vector<std::string>& names, uint64_t 
     std::vector<float> values(size_t(info.numel), 0.f);
     if (name.find("LayerNorm.weight") != std::string::npos) {
       std::fill(values.begin(), values.end(), 1.f);
+    } else if (name.find(".lora_B.") != std::string::npos) {
+      // zero: the adapted model starts as the base model
+    } else if (name.find(".lora_A.") != std::string::npos) {
+      const double bound = 1.0 / std::sqrt(double(info.shape[1]));  // Kaiming-uniform, a = sqrt(5)
+      for (float& v : values) v = float(normal.uniform(-bound, bound));
     } else if (info.shape.size() == 2) {
       for (float& v : values) v = normal(config_.initializer_range);
     }

@@ -13,6 +13,7 @@
 #include "engine/graph.h"
 #include "engine/data/batcher.h"
 #include "engine/model/config.h"
+#include "engine/model/lora.h"
 #include "engine/model/params.h"
 
 namespace engine {
@@ -24,6 +25,7 @@ struct ModelOptions {
   DType act = DType::f32;     // activation and working-weight dtype (bf16 only on the GPU)
   int64_t max_tokens = 4096;  // planned capacity of one batch
   int64_t max_sequences = 256;
+  LoraConfig lora;  // lora.r > 0: LoRA adapters on a frozen base (engine/model/lora.h)
 };
 
 enum class Pass { train, eval };  // eval: dropout off
@@ -50,7 +52,8 @@ class BertModel {
   size_t activation_bytes() const;
 
   // Hugging Face's initialisation: Linear and Embedding weights ~ normal(0, initializer_range),
-  // the padding row of the word embeddings zero, biases zero, LayerNorm weight 1 and bias 0.
+  // the padding row of the word embeddings zero, biases zero, LayerNorm weight 1 and bias 0;
+  // LoRA A ~ U(-1/sqrt(in), 1/sqrt(in)) (peft's Kaiming-uniform, a = sqrt(5)) and B zero.
   void init_weights(uint64_t seed);
   // The same rule for the named parameters only (a checkpoint without a head, or --reinit-head).
   void init_parameters(const std::vector<std::string>& names, uint64_t seed);
@@ -99,6 +102,7 @@ class BertModel {
   Arena act_arena_;
   Graph graph_;
   std::vector<std::unique_ptr<Layer>> layers_;
+  std::unique_ptr<LoraAdapters> lora_;  // null without adapters
 
   // Current batch and pass.
   BatchShape shape_;
@@ -119,6 +123,12 @@ class BertModel {
   // Gradient scratch shared by all layers (backward walks one layer at a time).
   Tensor d_hidden_, d_h1_, d_branch_, d_ffn_, d_ctx_, d_qkv_;
   Tensor branch_;  // forward scratch: output of a block's last matmul before dropout + residual + LN
+  // Where the LayerNorm parameter gradients of frozen LayerNorms land (f32 [2, H], never read):
+  // the layernorm backward op always writes them.
+  Tensor frozen_ln_sink_;
+  Tensor ln_grad(Tensor g, int which) const;
+  void linear_backward_params(Tensor dw, Tensor db, Tensor dy, Tensor x);
+  float lora_p() const { return lora_ ? p(lora_->config().dropout) : 0.f; }
 };
 
 }  // namespace engine

@@ -5,6 +5,8 @@
 
 #include "engine/io/atomic_file.h"
 #include "engine/io/safetensors.h"
+#include "engine/model/adapter_files.h"
+#include "engine/model/lora.h"
 
 namespace engine {
 
@@ -42,14 +44,32 @@ std::string architecture(const BertModel& model) {
                                                             : "BertForSequenceClassification";
 }
 
+// model.safetensors: every parameter in f32 under its HF name.
+void write_model_weights(BertModel& model, const std::string& path) {
+  std::vector<std::vector<float>> values;
+  std::vector<io::SafetensorsWriteEntry> entries;
+  const auto& params = model.params().list();
+  values.reserve(params.size());
+  for (const ParamInfo& p : params) values.push_back(model.params().get_host(model.backend(), p.name));
+  for (size_t i = 0; i < params.size(); ++i)
+    entries.push_back({params[i].name, DType::f32, params[i].shape, values[i].data()});
+  io::write_safetensors(path, entries, {{"format", "pt"}});
+}
+
 }  // namespace
 
 std::string LoadReport::summary() const {
   std::string s = std::to_string(loaded) + " tensors loaded";
-  if (!initialised.empty()) {
-    s += "; initialised (not in the checkpoint):";
-    for (const std::string& n : initialised) s += " " + n;
+  int adapters = 0;
+  std::string others;
+  for (const std::string& n : initialised) {
+    if (is_lora_parameter(n))
+      ++adapters;
+    else
+      others += " " + n;
   }
+  if (!others.empty()) s += "; initialised (not in the checkpoint):" + others;
+  if (adapters) s += "; " + std::to_string(adapters) + " LoRA tensors initialised (A Kaiming-uniform, B zero)";
   if (!unused.empty()) s += "; " + std::to_string(unused.size()) + " checkpoint tensors unused (e.g. " + unused[0] + ")";
   return s;
 }
@@ -97,7 +117,7 @@ WeightFit fit_weights(const std::vector<ParamInfo>& params, const io::Safetensor
     if (found && is_head(p.name) && reinit_head) found = nullptr;
     if (found) {
       fit.loads.push_back({&p, found});
-    } else if (is_head(p.name) || is_pooler(p.name)) {
+    } else if (is_head(p.name) || is_pooler(p.name) || is_lora_parameter(p.name)) {
       fit.initialised.push_back(p.name);
     } else {
       std::string looked_for;
@@ -148,15 +168,10 @@ void save_pretrained(BertModel& model, const std::string& dir, const SaveOptions
     for (auto& [k, v] : options.extra_config.items()) config[k] = v;
     io::write_file_atomic((staged / "config.json").string(), config.dump(2) + "\n");
 
-    // model.safetensors: every parameter in f32 under its HF name.
-    std::vector<std::vector<float>> values;
-    std::vector<io::SafetensorsWriteEntry> entries;
-    const auto& params = model.params().list();
-    values.reserve(params.size());
-    for (const ParamInfo& p : params) values.push_back(model.params().get_host(model.backend(), p.name));
-    for (size_t i = 0; i < params.size(); ++i)
-      entries.push_back({params[i].name, DType::f32, params[i].shape, values[i].data()});
-    io::write_safetensors((staged / "model.safetensors").string(), entries, {{"format", "pt"}});
+    if (model.options().lora.enabled())
+      write_adapter_files(model, staged.string(), options.adapter_base);
+    else
+      write_model_weights(model, (staged / "model.safetensors").string());
 
     if (!options.vocab_path.empty()) {
       io::write_file_atomic((staged / "vocab.txt").string(), io::read_file(options.vocab_path));

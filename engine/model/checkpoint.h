@@ -54,8 +54,11 @@ struct SaveOptions {
   nlohmann::json extra_config;  // merged into config.json (labels, the engine's training summary)
   // Writes more files into the staging directory before it is swapped in (training state).
   std::function<void(const std::string& staged_dir)> extra_files;
+  std::string adapter_base;  // a model with LoRA adapters: base_model_name_or_path of adapter_config.json
 };
-// Writes a complete HF directory at `dir` atomically: a crash leaves the previous one intact.
+// Writes a complete HF directory at `dir` atomically: a crash leaves the previous one intact. A
+// model with LoRA adapters gets peft's adapter files (engine/model/adapter_files.h) instead of
+// model.safetensors: the adapters and the head, not the frozen base.
 void save_pretrained(BertModel& model, const std::string& dir, const SaveOptions& options);
 
 }  // namespace engine

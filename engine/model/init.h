@@ -1,4 +1,4 @@
-// Deterministic normal samples for weight initialisation: a 64-bit Mersenne Twister with our own
+// Deterministic normal (and uniform) samples for weight initialisation: a 64-bit Mersenne Twister with our own
 // Box-Muller transform, because std::normal_distribution's output differs between standard
 // libraries and a seed must mean the same weights everywhere.
 #pragma once
@@ -23,6 +23,8 @@ class NormalSampler {
     has_spare_ = true;
     return float(r * std::cos(2.0 * M_PI * u2) * stddev);
   }
+  // Uniform in [lo, hi), from the same generator (LoRA's Kaiming-uniform A).
+  double uniform(double lo, double hi) { return lo + (hi - lo) * (double(engine_() >> 11) * 0x1.0p-53); }
 
  private:
   std::mt19937_64 engine_;

@@ -14,28 +14,67 @@ void ParamStore::add(const std::string& name, std::vector<int64_t> shape, bool f
   p.shape = std::move(shape);
   p.numel = 1;
   for (int64_t d : p.shape) p.numel *= d;
-  p.decay = decay_end_ < 0;
-  p.offset = follows_previous ? total_ : (total_ + kAlign - 1) / kAlign * kAlign;
-  total_ = p.offset + p.numel;
+  p.decay = !no_decay_;
+  ENGINE_CHECK(!follows_previous || !params_.empty(), "parameter '", name, "' follows no previous parameter");
+  p.follows_previous = follows_previous;
   index_[name] = params_.size();
   params_.push_back(std::move(p));
 }
 
 void ParamStore::begin_no_decay() {
-  ENGINE_CHECK(decay_end_ < 0, "begin_no_decay() called twice");
-  total_ = (total_ + kAlign - 1) / kAlign * kAlign;
-  decay_end_ = total_;
+  ENGINE_CHECK(!no_decay_, "begin_no_decay() called twice");
+  no_decay_ = true;
 }
 
+void ParamStore::add_decayed(const std::string& name, std::vector<int64_t> shape) {
+  add(name, std::move(shape));
+  params_.back().decay = true;
+}
+
+void ParamStore::freeze(const std::string& name) {
+  ENGINE_CHECK(master_.empty(), "parameter '", name, "' frozen after the store was planned");
+  get(name);  // a clear error for an unknown name
+  params_[index_.at(name)].trainable = false;
+}
+
+namespace {
+int64_t align_up(int64_t n) { return (n + ParamStore::kAlign - 1) / ParamStore::kAlign * ParamStore::kAlign; }
+}  // namespace
+
 void ParamStore::plan(Arena& arena, DType working_dtype) {
-  if (decay_end_ < 0) decay_end_ = total_;
-  int64_t n = (total_ + kAlign - 1) / kAlign * kAlign;
-  total_ = n;
-  arena.plan(&master_, DType::f32, {n}, "params.master");
-  arena.plan(&grads_, DType::f32, {n}, "params.grads");
-  arena.plan(&m_, DType::f32, {n}, "params.adam_m");
-  arena.plan(&v_, DType::f32, {n}, "params.adam_v");
-  if (working_dtype != DType::f32) arena.plan(&working_, working_dtype, {n}, "params.working");
+  // Offsets group by group, in registration order inside each group, so a follows_previous chain
+  // stays contiguous as long as its members share a group (checked).
+  for (size_t i = 1; i < params_.size(); ++i) {
+    const ParamInfo &p = params_[i], &prev = params_[i - 1];
+    ENGINE_CHECK(!p.follows_previous || (p.trainable == prev.trainable && p.decay == prev.decay), "parameter '",
+                 p.name, "' must be frozen (and decayed) together with '", prev.name, "', which it follows");
+  }
+  int64_t end = 0;
+  auto place = [&](bool trainable, bool decay) {
+    for (ParamInfo& p : params_) {
+      if (p.trainable != trainable || (trainable && p.decay != decay)) continue;
+      p.offset = p.follows_previous ? end : align_up(end);
+      end = p.offset + p.numel;
+    }
+    end = align_up(end);
+  };
+  place(true, true);
+  decay_end_ = end;
+  place(true, false);
+  trainable_end_ = end;
+  place(false, false);
+  total_ = end;
+  ENGINE_CHECK(trainable_end_ > 0, "a model with no trainable parameter");
+  arena.plan(&master_, DType::f32, {total_}, "params.master");
+  arena.plan(&grads_, DType::f32, {trainable_end_}, "params.grads");
+  arena.plan(&m_, DType::f32, {trainable_end_}, "params.adam_m");
+  arena.plan(&v_, DType::f32, {trainable_end_}, "params.adam_v");
+  if (working_dtype != DType::f32) arena.plan(&working_, working_dtype, {total_}, "params.working");
+}
+
+Tensor ParamStore::grad(const std::string& name) const {
+  const ParamInfo& p = get(name);
+  return p.trainable ? view(grads_, p) : Tensor{};
 }
 
 const ParamInfo* ParamStore::find(const std::string& name) const {
@@ -52,6 +91,12 @@ const ParamInfo& ParamStore::get(const std::string& name) const {
 int64_t ParamStore::count() const {
   int64_t n = 0;
   for (const ParamInfo& p : params_) n += p.numel;
+  return n;
+}
+
+int64_t ParamStore::trainable_count() const {
+  int64_t n = 0;
+  for (const ParamInfo& p : params_) n += p.trainable ? p.numel : 0;
   return n;
 }
 
@@ -79,6 +124,7 @@ std::vector<float> ParamStore::get_host(Backend& backend, const std::string& nam
 
 std::vector<float> ParamStore::grad_host(Backend& backend, const std::string& name) const {
   const ParamInfo& p = get(name);
+  ENGINE_CHECK(p.trainable, "parameter '", name, "' is frozen: it has no gradient");
   std::vector<float> out(size_t(p.numel));
   backend.copy_to_host(out.data(), view(grads_, p));
   return out;

@@ -21,7 +21,7 @@ const char* category_name(OpCategory c) {
 OpCategory categorize_op(const std::string& name) {
   auto starts = [&](const char* prefix) { return name.rfind(prefix, 0) == 0; };
   if (name == "gelu") return OpCategory::gelu;
-  if (starts("linear")) return OpCategory::matmuls;
+  if (starts("linear") || starts("lora")) return OpCategory::matmuls;
   if (starts("attention")) return OpCategory::attention;
   if (starts("embeddings") || name.find("layernorm") != std::string::npos) return OpCategory::layernorm;
   if (name == "cross_entropy" || name == "mse") return OpCategory::loss;
@@ -134,6 +134,14 @@ void TimedBackend::linear_backward_dx(Tensor dx, Tensor dy, Tensor w, bool accum
 }
 void TimedBackend::linear_backward_dw(Tensor dw, Tensor db, Tensor dy, Tensor x) {
   TIMED_OP("linear_backward_dw", inner_.linear_backward_dw(dw, db, dy, x));
+}
+void TimedBackend::lora_forward(Tensor y, Tensor z, Tensor u, Tensor x, Tensor a, Tensor b, const LoraArgs& args,
+                                Activation act, Tensor pre) {
+  TIMED_OP("lora_forward", inner_.lora_forward(y, z, u, x, a, b, args, act, pre));
+}
+void TimedBackend::lora_backward(Tensor dx, Tensor da, Tensor db, Tensor dz, Tensor u, Tensor dy, Tensor x, Tensor z,
+                                 Tensor a, Tensor b, const LoraArgs& args, Activation act_of_x, Tensor pre_of_x) {
+  TIMED_OP("lora_backward", inner_.lora_backward(dx, da, db, dz, u, dy, x, z, a, b, args, act_of_x, pre_of_x));
 }
 
 void TimedBackend::attention_forward(Tensor out, Tensor lse, Tensor qkv, Tensor cu_seqlens, const BatchShape& batch,

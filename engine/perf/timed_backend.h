@@ -6,7 +6,7 @@
 // Charging rule: an interval runs from the previous timestamp to this one, so launch gaps and host
 // work between ops are charged to the op that waited for them. The intervals of a step therefore
 // sum exactly to the instrumented step time, and each lands in one category:
-//   matmuls    linear_* (the product and its bias; on the GPU also the bias-gradient reduction)
+//   matmuls    linear_*, lora_* (the product and its bias; on the GPU also the bias-gradient reduction)
 //   attention  attention_*
 //   layernorm  embeddings_*, add_dropout_layernorm_* (the residual and dropout fused in them)
 //   gelu       the "gelu" piece of linear_forward / linear_backward_dx
@@ -98,6 +98,10 @@ class TimedBackend final : public Backend, private OpPieceListener {
   void linear_backward_dx(Tensor dx, Tensor dy, Tensor w, bool accumulate, Activation act_of_x,
                           Tensor pre_of_x) override;
   void linear_backward_dw(Tensor dw, Tensor db, Tensor dy, Tensor x) override;
+  void lora_forward(Tensor y, Tensor z, Tensor u, Tensor x, Tensor a, Tensor b, const LoraArgs& args, Activation act,
+                    Tensor pre) override;
+  void lora_backward(Tensor dx, Tensor da, Tensor db, Tensor dz, Tensor u, Tensor dy, Tensor x, Tensor z, Tensor a,
+                     Tensor b, const LoraArgs& args, Activation act_of_x, Tensor pre_of_x) override;
   void attention_forward(Tensor out, Tensor lse, Tensor qkv, Tensor cu_seqlens, const BatchShape& batch, int heads,
                          float scale, float p, DropoutRng rng) override;
   void attention_backward(Tensor dqkv, Tensor dout, Tensor qkv, Tensor out, Tensor lse, Tensor cu_seqlens,

@@ -27,8 +27,7 @@ void Optimizer::step(float lr) {
   args.decay_end = params_.decay_end();
   args.step = ++step_;
   args.max_grad_norm = config_.max_grad_norm;
-  Tensor working = params_.has_separate_working_copy() ? params_.working() : Tensor{};
-  backend_.adamw(params_.master(), params_.grads(), params_.adam_m(), params_.adam_v(), working, norm_, args);
+  backend_.adamw(params_.trainable_master(), params_.grads(), params_.adam_m(), params_.adam_v(), params_.trainable_working(), norm_, args);
 }
 
 }  // namespace engine

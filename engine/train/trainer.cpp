@@ -18,6 +18,7 @@
 #include "engine/io/atomic_file.h"
 #include "engine/io/result_path.h"
 #include "engine/io/safetensors.h"
+#include "engine/model/adapter_files.h"
 #include "engine/model/checkpoint.h"
 #include "engine/train/metrics.h"
 #include "engine/train/optimizer.h"
@@ -61,10 +62,15 @@ std::string file_digest(const std::string& path) {
   return hex;
 }
 
+nlohmann::json lora_json(const LoraConfig& l) {
+  return {{"r", l.r}, {"alpha", l.alpha}, {"dropout", l.dropout}, {"target_modules", l.target_modules}, {"bias", l.bias}};
+}
+
 // The options that must not change between a run and its resumption: anything that changes which
-// batches come, how they are scaled, or the arithmetic.
+// batches come, how they are scaled, or the arithmetic. The adapters' settings join it only when
+// there are adapters, so the fingerprints of full fine-tunes stay what they were.
 nlohmann::json resume_fingerprint(const FinetuneOptions& o, const std::string& backend, DType act) {
-  return {{"train_data_fnv1a64", o.data_in_memory ? "in memory: " + o.data_in_memory->train.path : file_digest(o.train_file)},
+  nlohmann::json f = {{"train_data_fnv1a64", o.data_in_memory ? "in memory: " + o.data_in_memory->train.path : file_digest(o.train_file)},
           {"task", o.task},
           {"seed", o.seed},
           {"batch_size", o.batch_size},
@@ -77,10 +83,14 @@ nlohmann::json resume_fingerprint(const FinetuneOptions& o, const std::string& b
           {"weight_decay", o.weight_decay},
           {"backend", backend},
           {"precision", dtype_name(act)}};
+  if (o.lora.enabled()) f["lora"] = lora_json(o.lora);
+  return f;
 }
+
 
 nlohmann::json options_json(const FinetuneOptions& o) {
   return {{"model", io::result_path(o.model_dir)},
+          {"peft", o.lora.enabled() ? nlohmann::json(lora_json(o.lora)) : nlohmann::json(nullptr)},
           {"model_in_memory", o.model_in_memory ? o.model_in_memory->config.to_json() : nlohmann::json(nullptr)},
           {"train", io::result_path(o.train_file)},
           {"dev", io::result_path(o.dev_file)},
@@ -144,12 +154,14 @@ int64_t checkpoint_step(const std::string& name) {
 // read), or empty when it is complete. A checkpoint-<step> only ever appears by renaming a complete
 // staging directory, but a crash in the middle of pruning an old one leaves it half deleted.
 std::string checkpoint_defect(const fs::path& dir) {
-  for (const char* f : {"config.json", "model.safetensors", "optimizer.safetensors", "trainer_state.json"})
+  // A run with LoRA adapters saves peft's adapter files instead of the model's weights.
+  const char* weights = fs::exists(dir / kAdapterConfigFile) ? kAdapterWeightsFile : "model.safetensors";
+  for (const char* f : {"config.json", weights, "optimizer.safetensors", "trainer_state.json"})
     if (!fs::is_regular_file(dir / f)) return std::string("no ") + f;
   try {
     if (!nlohmann::json::accept(io::read_file((dir / "trainer_state.json").string())))
       return "trainer_state.json is not valid JSON";
-    io::SafetensorsFile::open((dir / "model.safetensors").string());
+    io::SafetensorsFile::open((dir / weights).string());
     io::SafetensorsFile::open((dir / "optimizer.safetensors").string());
   } catch (const Error& e) {
     return e.what();
@@ -266,6 +278,9 @@ class Trainer {
   std::map<std::string, double> best_metrics_, last_dev_;
   std::vector<double> logged_losses_;
   std::string vocab_path_;
+  std::string base_fingerprint_;  // of model_dir's weights, recorded with LoRA adapters
+  double train_seconds_ = 0;      // training steps only, for the mean step time
+  int64_t timed_steps_ = 0;
 };
 
 std::string Trainer::model_name() const {
@@ -360,6 +375,11 @@ void Trainer::setup() {
   ENGINE_CHECK(o_.on_divergence == "stop" || o_.on_divergence == "skip", "--on-divergence must be stop or skip");
   ENGINE_CHECK(o_.logging_steps > 0, "--logging-steps must be positive");
   task_ = parse_task(o_.task);
+  if (o_.lora.enabled()) {
+    ENGINE_CHECK(!o_.model_dir.empty(), "--peft lora needs --model: adapters adapt a pretrained base model");
+    o_.lora.validate();
+    base_fingerprint_ = base_fingerprint(o_.model_dir);
+  }
   backend_name_ = resolve_backend(o_.backend);
   act_ = resolve_precision(o_.precision, backend_name_);
 
@@ -392,6 +412,7 @@ void Trainer::setup() {
   ModelOptions mo;
   mo.head = task_head(task_);
   mo.act = act_;
+  mo.lora = o_.lora;
   mo.max_sequences = std::max(o_.batch_size, o_.eval_batch_size);
   mo.max_tokens = o_.max_tokens > 0 ? std::max(o_.max_tokens, longest) : mo.max_sequences * longest;
   BackendOptions bo;
@@ -434,6 +455,13 @@ void Trainer::setup() {
   log_ << "  model: " << config_.num_hidden_layers << " layers, hidden " << config_.hidden_size << ", "
        << config_.num_attention_heads << " heads, " << model_->params().count() << " parameters; memory " << (model_->parameter_bytes() >> 20)
        << " MiB parameters + optimizer, " << (model_->activation_bytes() >> 20) << " MiB activations\n"
+       << "  training: " << model_->params().trainable_count() << " trainable parameters"
+       << (o_.lora.enabled() ? " (LoRA adapters, r " + std::to_string(o_.lora.r) + ", alpha " +
+                                   nlohmann::json(o_.lora.alpha).dump() + ", on " + lora_json(o_.lora)["target_modules"].dump() +
+                                   ", and the classifier; the rest frozen)"
+                             : "")
+       << "; optimizer state (gradients + AdamW moments) " << format_metric(model_->params().optimizer_state_bytes() / 1048576.0, 2)
+       << " MiB\n"
        << "  schedule: " << total_steps_ << " steps (" << steps_per_epoch_ << " per epoch), batch " << o_.batch_size
        << (o_.max_tokens > 0 ? " sequences / " + std::to_string(o_.max_tokens) + " tokens" : " sequences") << " x "
        << o_.gradient_accumulation_steps << " accumulation, lr " << o_.learning_rate << " " << o_.lr_scheduler_type
@@ -449,7 +477,9 @@ void Trainer::setup() {
                      {"metric_for_best_model", best_metric_},
                      {"labels", task_ == Task::regress ? nlohmann::json::array() : nlohmann::json(labels_.names())},
                      {"train_examples", train_data_.examples.size()},
-                     {"parameters", model_->params().count()}};
+                     {"parameters", model_->params().count()},
+                     {"trainable_parameters", model_->params().trainable_count()},
+                     {"optimizer_state_bytes", model_->params().optimizer_state_bytes()}};
   io::write_file_atomic((fs::path(o_.output_dir) / "run_config.json").string(), run.dump(2) + "\n");
 }
 
@@ -471,6 +501,10 @@ void Trainer::save_model(const std::string& dir, std::function<void(const std::s
   so.vocab_path = vocab_path_;
   so.do_lower_case = tok_->lowercase();
   so.extra_files = std::move(extra_files);
+  if (o_.lora.enabled()) {
+    so.adapter_base = io::result_path(o_.model_dir);
+    so.extra_config[kAdapterBaseKey] = base_fingerprint_;
+  }
   save_pretrained(*model_, dir, so);
 }
 
@@ -515,8 +549,13 @@ void Trainer::restore(const std::string& dir) {
   }
   ENGINE_CHECK(state.value("parameter_buffer_elements", int64_t(-1)) == model_->params().size(), "--resume ", dir,
                ": the optimizer state does not fit this model");
-  LoadReport report = load_weights(*model_, dir, false, o_.seed);
-  ENGINE_CHECK(report.initialised.empty(), "--resume ", dir, ": checkpoint lacks ", report.initialised[0]);
+  if (o_.lora.enabled()) {
+    // The frozen base from --model, the adapters and the head from the checkpoint.
+    load_base_and_adapter(*model_, o_.model_dir, dir);
+  } else {
+    LoadReport report = load_weights(*model_, dir, false, o_.seed);
+    ENGINE_CHECK(report.initialised.empty(), "--resume ", dir, ": checkpoint lacks ", report.initialised[0]);
+  }
   io::SafetensorsFile opt = io::SafetensorsFile::open((fs::path(dir) / "optimizer.safetensors").string());
   auto load_flat = [&](const char* name, Tensor dst) {
     std::vector<float> v = opt.to_f32(name);
@@ -630,7 +669,10 @@ FinetuneResult Trainer::run() {
       ++window_steps;
       last_loss = step_loss;
     }
-    window_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+    const double step_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    window_seconds += step_seconds;
+    train_seconds_ += step_seconds;
+    ++timed_steps_;
 
     const bool log_now = step_ % o_.logging_steps == 0 || step_ == total_steps_;
     if (window_steps > 0) {
@@ -673,7 +715,15 @@ FinetuneResult Trainer::run() {
   result.logged_losses = logged_losses_;
   result.dev_metrics = last_dev_;
   result.best_metrics = best_metrics_;
-  nlohmann::json end = {{"event", "end"}, {"step", step_}, {"skipped_steps", skipped_}};
+  result.trainable_parameters = model_->params().trainable_count();
+  result.optimizer_state_bytes = model_->params().optimizer_state_bytes();
+  result.mean_step_seconds = timed_steps_ > 0 ? train_seconds_ / double(timed_steps_) : 0;
+  nlohmann::json end = {{"event", "end"},
+                        {"step", step_},
+                        {"skipped_steps", skipped_},
+                        {"trainable_parameters", result.trainable_parameters},
+                        {"optimizer_state_bytes", result.optimizer_state_bytes},
+                        {"mean_step_seconds", result.mean_step_seconds}};
   if (has_dev()) {
     for (const auto& [k, v] : last_dev_) end["eval_" + k] = metric_value(v);
     end["best_step"] = best_step_;
@@ -686,7 +736,10 @@ FinetuneResult Trainer::run() {
   }
   append_metrics(end);
   result.seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  log_ << "done: " << step_ << " steps in " << format_metric(result.seconds, 1) << " s";
+  log_ << "done: " << step_ << " steps in " << format_metric(result.seconds, 1) << " s (mean step "
+       << format_metric(result.mean_step_seconds, 3) << " s; optimizer state "
+       << format_metric(result.optimizer_state_bytes / 1048576.0, 2) << " MiB for " << result.trainable_parameters
+       << " trainable parameters)";
   if (skipped_) log_ << " (" << skipped_ << " skipped as divergent)";
   log_ << "; final model in " << (fs::path(io::result_path(o_.output_dir)) / "model").string();
   if (best_step_ >= 0)

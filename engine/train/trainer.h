@@ -10,6 +10,8 @@
 //   run_config.json         every option of the run, and what was resolved (steps, warmup, labels)
 //   metrics.jsonl           one JSON object per event: {"event":"train"|"eval"|"divergence"|"end", ...}
 //   checkpoint-<step>/      HF model directory + trainer_state.json + optimizer.safetensors: resume
+//                           (with LoRA adapters every model directory holds peft's adapter files
+//                           instead of model.safetensors: engine/model/adapter_files.h)
 //   best/                   HF model directory of the best evaluation by --metric-for-best-model
 //   model/                  HF model directory at the end of training
 //   vocab.txt               the vocabulary, only for a model started from an in-memory config
@@ -70,6 +72,7 @@ struct FinetuneOptions {
   // Model.
   double hidden_dropout = -1, attention_dropout = -1, classifier_dropout = -1;  // < 0: the config's
   bool reinit_head = false;
+  LoraConfig lora;  // lora.r > 0: train LoRA adapters on the frozen model_dir (--peft lora)
   std::string precision = "auto";  // bf16, fp32, auto (bf16 on cuda, fp32 on cpu)
   std::string backend = "auto";    // cpu, cuda, auto
   std::string attention = "auto";
@@ -91,6 +94,9 @@ struct FinetuneResult {
   int64_t skipped_steps = 0;
   double seconds = 0;  // the whole run: setup, training, evaluation, saving
   std::vector<double> logged_losses;  // as in metrics.jsonl: each the mean over its logging window
+  int64_t trainable_parameters = 0;
+  int64_t optimizer_state_bytes = 0;  // gradients + AdamW moments: what full fine-tuning and LoRA differ in
+  double mean_step_seconds = 0;       // training steps only (forward, backward, optimizer)
 };
 
 FinetuneResult run_finetune(const FinetuneOptions& options, std::ostream& log);

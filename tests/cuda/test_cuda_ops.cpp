@@ -411,6 +411,60 @@ TEST(CudaOps, Linear) {
     }
 }
 
+// LoRA's low-rank path: forward into a column window of a wider output (the fused QKV), into the
+// pre-activation with a GELU after it, and backward with and without the GELU of the input, with
+// and without adapter dropout (the mask regenerated on both sides from the same Philox stream).
+TEST(CudaOps, Lora) {
+  REQUIRE_GPU();
+  Env env;
+  struct Case {
+    int64_t N, in, out, r, C, col;
+    bool gelu;
+    float p;
+  };
+  const Case cases[] = {{1, 64, 64, 1, 192, 128, false, 0.f},   {7, 48, 80, 8, 80, 0, true, 0.1f},
+                        {129, 96, 32, 5, 96, 32, false, 0.1f}, {gpu_or_sim(1021, 257), 40, 72, 16, 72, 0, true, 0.f}};
+  for (DType act : kActs)
+    for (const Case& c : cases) {
+      const std::string what = label(act, c.N, c.in) + "->" + std::to_string(c.out) + " r" + std::to_string(c.r) +
+                               " col " + std::to_string(c.col) + (c.gelu ? " gelu" : "") + " p " + std::to_string(c.p);
+      LoraArgs args;
+      args.scale = 1.7f;
+      args.p = c.p;
+      args.rng = DropoutRng{env.rng()(), 0x10003u};
+      args.col = c.col;
+      Both x = env.make(act, {c.N, c.in}, env.randn(c.N * c.in));
+      Both a = env.make(act, {c.r, c.in}, env.randn(c.r * c.in, 1.f / std::sqrt(float(c.in))));
+      Both b = env.make(act, {c.out, c.r}, env.randn(c.out * c.r));
+      Both u = env.out(act, {c.N, c.in}), z = env.out(act, {c.N, c.r});
+      // The base product already in y (or pre): the path adds to it.
+      Both y = c.gelu ? env.out(act, {c.N, c.out}) : env.make(act, {c.N, c.C}, env.randn(c.N * c.C));
+      Both pre = c.gelu ? env.make(act, {c.N, c.out}, env.randn(c.N * c.out)) : Both{};
+      const Activation fn = c.gelu ? Activation::gelu : Activation::none;
+      Tensor u_cpu = c.p > 0 ? u.cpu : Tensor{}, u_gpu = c.p > 0 ? u.gpu : Tensor{};
+      env.cpu().lora_forward(y.cpu, z.cpu, u_cpu, x.cpu, a.cpu, b.cpu, args, fn, pre.cpu);
+      env.gpu().lora_forward(y.gpu, z.gpu, u_gpu, x.gpu, a.gpu, b.gpu, args, fn, pre.gpu);
+      env.expect_close(z, tol(act), "lora fwd z " + what);
+      env.expect_close(y, tol(act), "lora fwd y " + what);
+      if (c.gelu) env.expect_close(pre, tol(act), "lora fwd pre " + what);
+
+      Both dy = env.make(act, {c.N, c.gelu ? c.out : c.C}, env.randn(c.N * (c.gelu ? c.out : c.C)));
+      Both dx = env.make(act, {c.N, c.in}, env.randn(c.N * c.in));
+      Both pre_x = env.make(act, {c.N, c.in}, env.randn(c.N * c.in));
+      Both da = env.make(DType::f32, {c.r, c.in}, env.randn(c.r * c.in));
+      Both db = env.make(DType::f32, {c.out, c.r}, env.randn(c.out * c.r));
+      Both dz = env.out(act, {c.N, c.r});
+      env.cpu().lora_backward(dx.cpu, da.cpu, db.cpu, dz.cpu, u_cpu, dy.cpu, x.cpu, z.cpu, a.cpu, b.cpu, args, fn,
+                              pre_x.cpu);
+      env.gpu().lora_backward(dx.gpu, da.gpu, db.gpu, dz.gpu, u_gpu, dy.gpu, x.gpu, z.gpu, a.gpu, b.gpu, args, fn,
+                              pre_x.gpu);
+      env.expect_close(dz, tol(act), "lora bwd dz " + what);
+      env.expect_close(da, tol(act), "lora bwd da " + what);
+      env.expect_close(db, tol(act), "lora bwd db " + what);
+      env.expect_close(dx, tol(act), "lora bwd dx " + what);
+    }
+}
+
 TEST(CudaOps, AttentionSimple) {
   REQUIRE_GPU();
   BackendOptions options;

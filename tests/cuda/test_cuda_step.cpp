@@ -53,7 +53,10 @@ struct StepRun {
   std::unique_ptr<BertModel> model;
 };
 
-StepRun make(const std::string& backend, DType act, const std::string& attention, uint64_t seed) {
+// With adapters (lora.r > 0), B is drawn too (peft starts it at zero, which would leave A without
+// gradient), from the same seed on both backends.
+StepRun make(const std::string& backend, DType act, const std::string& attention, uint64_t seed,
+             const LoraConfig& lora = {}) {
   StepRun s;
   BackendOptions bo;
   bo.attention = attention;
@@ -62,8 +65,16 @@ StepRun make(const std::string& backend, DType act, const std::string& attention
   mo.act = act;
   mo.max_tokens = 512;
   mo.max_sequences = 8;
+  mo.lora = lora;
   s.model = std::make_unique<BertModel>(*s.backend, tiny_config(), mo);
   s.model->init_weights(seed);
+  std::mt19937_64 rng(seed);
+  for (const ParamInfo& p : s.model->params().list()) {
+    if (p.name.find(".lora_B.") == std::string::npos) continue;
+    std::vector<float> b(size_t(p.numel));
+    for (float& v : b) v = float(int64_t(rng() % 2001) - 1000) * 1e-4f;
+    s.model->params().set_host(*s.backend, p.name, b);
+  }
   return s;
 }
 
@@ -78,13 +89,14 @@ double scaled_error(const std::vector<float>& a, const std::vector<float>& ref) 
 }
 
 // qk_grad_tol: the tolerance of the query and key weights and biases, whose gradients come from dS.
-void compare_step(DType act, const std::string& attention, double logits_tol, double grad_tol, double qk_grad_tol) {
+void compare_step(DType act, const std::string& attention, double logits_tol, double grad_tol, double qk_grad_tol,
+                  const LoraConfig& lora = {}) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA GPU visible";
   const uint64_t seed = pick_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
   PackedBatch batch = random_batch(rng, tiny_config());
-  StepRun cpu = make("cpu-ref", DType::f32, "simple", seed), gpu = make("cuda", act, attention, seed);
+  StepRun cpu = make("cpu-ref", DType::f32, "simple", seed, lora), gpu = make("cuda", act, attention, seed, lora);
   if (act == DType::bf16) {
     // The CPU runs on the same bf16-rounded weights the GPU computes with.
     for (const ParamInfo& p : cpu.model->params().list()) {
@@ -106,6 +118,7 @@ void compare_step(DType act, const std::string& attention, double logits_tol, do
   float lc = cpu.model->loss(), lg = gpu.model->loss();
   EXPECT_LT(std::fabs(lg - lc), logits_tol * std::fabs(lc)) << "loss cpu " << lc << " gpu " << lg;
   for (const ParamInfo& p : cpu.model->params().list()) {
+    if (!p.trainable) continue;  // frozen under adapters: no gradient
     double err = scaled_error(gpu.model->params().grad_host(*gpu.backend, p.name),
                               cpu.model->params().grad_host(*cpu.backend, p.name));
     if (p.name.find("attention.self.key.bias") != std::string::npos) continue;  // analytically zero
@@ -127,6 +140,19 @@ TEST(CudaStep, Fp32MatchesCpu) { compare_step(DType::f32, "simple", 5e-5, 1e-4, 
 // kernel's dQ and dK at 2e-2 on N(0, 1) inputs.
 TEST(CudaStep, Bf16FlashWithinTolerance) { compare_step(DType::bf16, "flash", 3e-2, 6e-2, 12e-2); }
 TEST(CudaStep, Bf16SimpleAttentionWithinTolerance) { compare_step(DType::bf16, "simple", 3e-2, 6e-2, 6e-2); }
+
+// LoRA adapters on every linear layer, adapter dropout on: the adapters' and the classifier's
+// gradients (the only ones there are), with the tolerances of the plain step.
+LoraConfig all_linear_lora() {
+  LoraConfig l;
+  l.r = 8;
+  l.alpha = 16;
+  l.dropout = 0.1f;
+  l.target_modules = {"query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"};
+  return l;
+}
+TEST(CudaStep, Fp32LoraMatchesCpu) { compare_step(DType::f32, "simple", 5e-5, 1e-4, 1e-4, all_linear_lora()); }
+TEST(CudaStep, Bf16LoraWithinTolerance) { compare_step(DType::bf16, "simple", 3e-2, 6e-2, 6e-2, all_linear_lora()); }
 
 std::vector<float> train_losses(StepRun& s, const std::vector<PackedBatch>& batches, uint64_t seed) {
   Optimizer opt(*s.backend, s.model->params(), AdamWConfig{});
