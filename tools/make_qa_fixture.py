@@ -4,10 +4,11 @@
 Reads the SQuAD v2.0 dev subset in ../shared/data (never copied into the repo: the fixtures hold only
 what the reference computes from it) and writes tests/fixtures/qa/:
 
-  windows.json      run_qa.py's preprocessing by transformers' fast tokenizer (BertTokenizerFast,
-                    uncased BERT vocabulary, truncation="only_second", return_overflowing_tokens,
-                    return_offsets_mapping, stride): for every question of the file at
-                    (max_length 384, stride 128) and (128, 32), each window's gold start/end token
+  windows.json      run_qa.py's preprocessing by transformers' fast tokenizer (BertTokenizer, which is
+                    the tokenizers-backed one in transformers 5; uncased BERT vocabulary,
+                    truncation="only_second", return_overflowing_tokens, return_offsets_mapping,
+                    stride): for every question of the file at (max_length 384, stride 128),
+                    (128, 32) and (64, 16), each window's gold start/end token
                     as prepare_train_features labels it (padding off); and for a spread subset of
                     questions at (384, 128), (128, 32) and (64, 16), each window's ids, token type
                     ids and character offsets (null outside the context, as
@@ -36,7 +37,7 @@ import re
 import string
 
 import numpy as np
-from transformers import BertTokenizerFast
+from transformers import BertTokenizer
 
 
 def read_examples(path):
@@ -195,13 +196,13 @@ def main():
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    tok = BertTokenizerFast(vocab_file=args.vocab, do_lower_case=True)
+    tok = BertTokenizer(vocab=args.vocab, do_lower_case=True)  # transformers >= 5: the fast (tokenizers) one
     examples = read_examples(args.squad)
     rng = np.random.default_rng(20261203)
 
     # Windows and labels.
     windows = {"squad": os.path.basename(args.squad), "labels": [], "details": []}
-    for max_length, stride in [(384, 128), (128, 32)]:
+    for max_length, stride in [(384, 128), (128, 32), (64, 16)]:
         enc = tokenize(tok, examples, max_length, stride)
         labels = train_labels(tok, examples, enc)
         windows["labels"].append({"max_length": max_length, "stride": stride,
