@@ -168,7 +168,7 @@ void add_predict_command(CLI::App& app) {
       "Prints one JSON object per input, in order: {label, probabilities, logits} (classify), {value} (regress),\n"
       "{tags} (tokens) or {id, answer, score, start, end} (qa: start and end are character offsets into the\n"
       "context, score the answer's probability among the n-best; with SQuAD v2 also null_odds, and answer \"\"\n"
-      "with start = end = 0 for no answer).");
+      "with start = end = 0 for no answer; answer \"empty\", as run_qa.py's, when no span qualifies).");
   auto f = std::make_shared<ModelFlags>();
   add_model_flags(cmd, *f);
   cmd->add_option("--data", f->data_file, "input file (labels, if present, are ignored); default: standard input");

@@ -42,6 +42,8 @@ BertModel::BertModel(Backend& backend, const BertConfig& config, const ModelOpti
                dtype_name(options.act));
   ENGINE_CHECK(options.max_tokens > 0 && options.max_sequences > 0, "model capacity must be positive (max_tokens ",
                options.max_tokens, ", max_sequences ", options.max_sequences, ")");
+  ENGINE_CHECK(options.head != Head::question_answering || config_.num_labels == 2,
+               "question answering needs num_labels 2 (start, end logits); the config has ", config_.num_labels);
   for (int i = 0; i < config_.num_hidden_layers; ++i) layers_.push_back(std::make_unique<Layer>());
   plan_parameters();
   plan_activations();
@@ -429,8 +431,6 @@ int64_t BertModel::logit_rows() const {
 // past a sequence's end are ignored (see Backend::span_cross_entropy), so each column is scaled by
 // its own count.
 void BertModel::set_span_positions(const PackedBatch& batch) {
-  ENGINE_CHECK(config_.num_labels == 2, "question answering needs num_labels 2 (start, end), the config has ",
-               config_.num_labels);
   const int64_t B = shape_.sequences;
   ENGINE_CHECK(int64_t(batch.span_positions.size()) == 2 * B, "batch: ", batch.span_positions.size(),
                " span positions for ", B, " sequences (two each)");

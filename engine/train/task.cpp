@@ -157,7 +157,8 @@ std::string QaSet::describe() const {
   return std::to_string(file.examples.size()) + " questions in " + std::to_string(features.size()) +
          " windows, SQuAD " +
          (version_2 ? "v2 (" + (file.version_2 ? file.version_reason : std::string("--version-2-with-negative")) + ")"
-                    : std::string("v1.1 (every question has an answer)"));
+                    : file.has_answers ? std::string("v1.1 (every question has an answer)")
+                                       : std::string("v1.1 (no answers to tell; --version-2-with-negative for v2)"));
 }
 
 void write_qa_predictions(const Predictions& p, const TaskData& data, const std::string& dir) {

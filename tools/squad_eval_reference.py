@@ -1,0 +1,44 @@
+#!/usr/bin/env python3
+"""Scores predictions.json (and null_odds.json) against a SQuAD JSON file with the reference
+metrics of tools/make_qa_fixture.py: transformers 4.x squad_metrics.squad_evaluate for v2 (null odds
+as the no-answer probabilities, threshold 1.0, as evaluate-v2.0.py --na-prob-file does), and
+evaluate-v1.1.py's rules for v1.1. An independent check of the numbers `engine eval --task qa`
+reports for the same predictions.
+
+Usage: python tools/squad_eval_reference.py DATA.json predictions.json [null_odds.json] \
+           --squad-metrics PATH/squad_metrics.py
+"""
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_qa_fixture import load_squad_metrics, read_examples, v11_metrics  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("data")
+    ap.add_argument("predictions")
+    ap.add_argument("null_odds", nargs="?")
+    ap.add_argument("--squad-metrics", required=True)
+    args = ap.parse_args()
+    examples = read_examples(args.data)
+    preds = json.load(open(args.predictions, encoding="utf-8"))
+    if args.null_odds:
+        sm = load_squad_metrics(args.squad_metrics)
+
+        class Ex:
+            def __init__(self, e):
+                self.qas_id = e["id"]
+                self.answers = [{"text": t} for t in e["answers"]["text"]]
+
+        odds = json.load(open(args.null_odds))
+        print(json.dumps(dict(sm["squad_evaluate"]([Ex(e) for e in examples], preds, odds, 1.0))))
+    else:
+        print(json.dumps(v11_metrics(examples, preds)))
+
+
+if __name__ == "__main__":
+    main()
