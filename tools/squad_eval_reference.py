@@ -7,6 +7,8 @@ reports for the same predictions.
 
 Usage: python tools/squad_eval_reference.py DATA.json predictions.json [null_odds.json] \
            --squad-metrics PATH/squad_metrics.py
+Without null_odds.json: evaluate-v1.1.py's exact_match and f1 over the questions that have an answer
+(for a v2 file, how good the spans are when the model must answer).
 """
 import argparse
 import json
@@ -37,7 +39,8 @@ def main():
         odds = json.load(open(args.null_odds))
         print(json.dumps(dict(sm["squad_evaluate"]([Ex(e) for e in examples], preds, odds, 1.0))))
     else:
-        print(json.dumps(v11_metrics(examples, preds)))
+        answerable = [e for e in examples if e["answers"]["text"]]
+        print(json.dumps(dict(v11_metrics(answerable, preds), questions=len(answerable))))
 
 
 if __name__ == "__main__":
