@@ -63,7 +63,7 @@ std::string file_digest(const std::string& path) {
 // The options that must not change between a run and its resumption: anything that changes which
 // batches come, how they are scaled, or the arithmetic.
 nlohmann::json resume_fingerprint(const FinetuneOptions& o, const std::string& backend, DType act) {
-  return {{"train_data_fnv1a64", o.data_in_memory ? "in memory: " + o.data_in_memory->train.path : file_digest(o.train_file)},
+  nlohmann::json fp = {{"train_data_fnv1a64", o.data_in_memory ? "in memory: " + o.data_in_memory->train.path : file_digest(o.train_file)},
           {"task", o.task},
           {"seed", o.seed},
           {"batch_size", o.batch_size},
@@ -76,6 +76,8 @@ nlohmann::json resume_fingerprint(const FinetuneOptions& o, const std::string& b
           {"weight_decay", o.weight_decay},
           {"backend", backend},
           {"precision", dtype_name(act)}};
+  if (o.task == "qa") fp["doc_stride"] = o.data.qa.doc_stride;  // it cuts the windows the batches hold
+  return fp;
 }
 
 nlohmann::json options_json(const FinetuneOptions& o) {
