@@ -60,6 +60,59 @@ class QaFiles : public ::testing::Test {
   fs::path dir_;
 };
 
+// ---- the span loss op (CPU reference) ----
+
+// Backend::span_cross_entropy against four-point finite differences of
+// L = scale_start sum_b loss[b, start] + scale_end sum_b loss[b, end], on sequences of lengths 1 to
+// 17 with a negative position (counts as [CLS]) and one past the end (ignored).
+TEST(SpanCrossEntropy, CpuGradientMatchesFiniteDifferences) {
+  const uint64_t seed = pick_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.f, 2.f);
+  auto backend = make_backend("cpu");
+  const std::vector<int32_t> cu = {0, 1, 6, 23, 26};
+  const int64_t B = 4, T = 26;
+  std::vector<int32_t> positions = {0, 0, -2, 4, int32_t(rng() % 17), int32_t(rng() % 17), 1, 3};  // 3 == len: ignored
+  std::vector<float> logits(size_t(T * 2)), losses(size_t(B * 2)), grad(size_t(T * 2));
+  for (float& x : logits) x = normal(rng);
+  auto tensor = [](void* p, DType t, std::initializer_list<int64_t> dims) { return Tensor(p, t, Device::cpu, dims); };
+  const BatchShape shape{T, B, 17};
+  const float s_start = 0.3f, s_end = 0.7f;
+  auto loss_at = [&](const std::vector<float>& z, float* dz) {
+    std::vector<float> l(size_t(B * 2));
+    backend->span_cross_entropy(tensor(l.data(), DType::f32, {B, 2}), dz ? tensor(dz, DType::f32, {T, 2}) : Tensor{},
+                                tensor(const_cast<float*>(z.data()), DType::f32, {T, 2}),
+                                tensor(const_cast<int32_t*>(cu.data()), DType::i32, {B + 1}),
+                                tensor(positions.data(), DType::i32, {B, 2}), shape, s_start, s_end);
+    double total = 0;
+    for (int64_t b = 0; b < B; ++b) total += double(s_start) * l[size_t(b * 2)] + double(s_end) * l[size_t(b * 2 + 1)];
+    losses = l;
+    return total;
+  };
+  loss_at(logits, grad.data());
+  EXPECT_EQ(losses[7], 0.f) << "an end position at the sequence's length is ignored";
+  for (int64_t t = 23; t < 26; ++t) EXPECT_EQ(grad[size_t(t * 2 + 1)], 0.f) << "no gradient where ignored";
+  // A position below 0 is [CLS]: the same loss as position 0.
+  const float clamped = losses[2];  // sequence 1's start, position -2
+  positions[2] = 0;
+  loss_at(logits, nullptr);
+  EXPECT_EQ(losses[2], clamped);
+  positions[2] = -2;
+  loss_at(logits, grad.data());
+  const double eps = 1e-2;
+  for (size_t i = 0; i < logits.size(); ++i) {
+    auto shifted = [&](double k) {
+      std::vector<float> z = logits;
+      z[i] = float(double(z[i]) + k * eps);
+      return loss_at(z, nullptr);
+    };
+    const double fd = (8 * (shifted(1) - shifted(-1)) - (shifted(2) - shifted(-2))) / (12 * eps);
+    ASSERT_TRUE(std::isfinite(grad[i]));
+    EXPECT_NEAR(grad[i], fd, 1e-4) << "logit " << i / 2 << (i % 2 ? " end" : " start");
+  }
+}
+
 // ---- windows ----
 
 // Ten context words, one question word: room for 8 - 1 - 3 = 4 context tokens per window.

@@ -30,7 +30,7 @@ struct TokenizedExample {
   int32_t label = -1;                 // class id (classification), -1 when none
   float target = 0.0f;                // regression target
   std::vector<int32_t> token_labels;  // token classification: one per id, -100 where ignored; else empty
-  int32_t span_start = -1, span_end = -1;  // question answering: gold answer tokens (0, [CLS]: none here)
+  int32_t span_start = -1, span_end = -1;  // question answering: the answer's tokens here, 0 ([CLS]) if absent
   int64_t index = 0;                  // the example's row in its dataset, carried into batches
 };
 
