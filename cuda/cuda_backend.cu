@@ -374,6 +374,16 @@ void CudaBackend::mse(Tensor losses, Tensor dpred, Tensor pred, Tensor target, f
   cuda::mse(act, losses.as<float>(), dpred.data, pred.data, target.as<const float>(), N, scale, stream_);
 }
 
+void CudaBackend::span_cross_entropy(Tensor losses, Tensor dlogits, Tensor logits, Tensor cu_seqlens, Tensor positions,
+                                     const BatchShape& batch, float scale_start, float scale_end) {
+  OpRange r("span_cross_entropy");
+  const auto [act, T, B] = check_span_cross_entropy(OpCheck("span_cross_entropy", *this), losses, dlogits, logits,
+                                                    cu_seqlens, positions, batch);
+  (void)T;
+  cuda::span_cross_entropy(act, losses.as<float>(), dlogits.data, logits.data, cu_seqlens.as<const int32_t>(),
+                           positions.as<const int32_t>(), B, batch.max_seqlen, scale_start, scale_end, stream_);
+}
+
 // ---- optimizer ----
 
 void CudaBackend::global_norm(Tensor norm, Tensor grads) {

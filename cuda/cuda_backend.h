@@ -76,6 +76,8 @@ class CudaBackend final : public Backend {
   void tanh_backward(Tensor dx, Tensor dy, Tensor y) override;
   void cross_entropy(Tensor losses, Tensor dlogits, Tensor logits, Tensor labels, float scale) override;
   void mse(Tensor losses, Tensor dpred, Tensor pred, Tensor target, float scale) override;
+  void span_cross_entropy(Tensor losses, Tensor dlogits, Tensor logits, Tensor cu_seqlens, Tensor positions,
+                          const BatchShape& batch, float scale_start, float scale_end) override;
   void global_norm(Tensor norm, Tensor grads) override;
   void adamw(Tensor params, Tensor grads, Tensor m, Tensor v, Tensor working, Tensor norm,
              const AdamWArgs& args) override;

@@ -83,6 +83,13 @@ void cross_entropy(DType act, float* losses, void* dlogits, const void* logits, 
 void mse(DType act, float* losses, void* dpred, const void* pred, const float* target, int64_t N, float scale,
          cudaStream_t stream);
 
+// ---- span_loss.cu: question answering's start/end cross-entropy per packed sequence ----
+// logits, dlogits act [T, 2] (dlogits may be null: losses only; never aliasing logits);
+// cu_seqlens i32 [B+1]; positions i32 [B, 2]; losses f32 [B, 2].
+void span_cross_entropy(DType act, float* losses, void* dlogits, const void* logits, const int32_t* cu_seqlens,
+                        const int32_t* positions, int64_t B, int64_t max_seqlen, float scale_start, float scale_end,
+                        cudaStream_t stream);
+
 // ---- adamw.cu ----
 size_t global_norm_scratch_bytes();
 void global_norm(float* norm, const float* grads, int64_t n, void* scratch, cudaStream_t stream);

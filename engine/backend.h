@@ -222,6 +222,17 @@ class Backend {
   virtual void cross_entropy(Tensor losses, Tensor dlogits, Tensor logits, Tensor labels, float scale) = 0;
   // losses[n] = (pred[n] - target[n])^2; dpred = scale * 2 (pred - target). pred: act [N, 1], target f32 [N].
   virtual void mse(Tensor losses, Tensor dpred, Tensor pred, Tensor target, float scale) = 0;
+  // Span loss of extractive question answering, per sequence of the packed batch. logits: act
+  // [T, 2], column 0 the start and column 1 the end logit of every token; positions: i32 [B, 2], the
+  // gold start and end token of sequence b counted from its first token (cu_seqlens[b]). For each
+  // sequence b and column j, a softmax over that sequence's tokens:
+  //   losses[b, j] = logsumexp_t logits[t, j] - logits[cu_seqlens[b] + pos, j]        (f32 [B, 2])
+  //   dlogits[t, j] = scale_j * (softmax_t logits[., j] - [t == cu_seqlens[b] + pos])  (act [T, 2])
+  // with scale_0 = scale_start, scale_1 = scale_end. As Hugging Face's BertForQuestionAnswering
+  // clamps positions to [0, ignored_index]: a negative position counts as 0 ([CLS]); a position at
+  // or past the sequence's length is ignored (loss 0, gradient 0). dlogits may be empty (losses only).
+  virtual void span_cross_entropy(Tensor losses, Tensor dlogits, Tensor logits, Tensor cu_seqlens, Tensor positions,
+                                  const BatchShape& batch, float scale_start, float scale_end) = 0;
 
   // ---- optimizer ----
   // norm[0] = sqrt(sum of grads^2) over the flat f32 buffer, reduced in a fixed order.

@@ -536,6 +536,27 @@ LossShape check_mse(const OpCheck& c, Tensor losses, Tensor dpred, Tensor pred, 
   return LossShape{act, N, 1};
 }
 
+SpanLossShape check_span_cross_entropy(const OpCheck& c, Tensor losses, Tensor dlogits, Tensor logits,
+                                       Tensor cu_seqlens, Tensor positions, const BatchShape& batch) {
+  const DType act = c.act_of("logits", logits);
+  c.matrix("logits", logits);
+  const int64_t T = logits.dim(0), B = batch.sequences;
+  c.shape("logits", logits, {T, 2});
+  c.that(batch.tokens == T, "batch.tokens = ", batch.tokens, " but logits has ", T, " rows");
+  c.dtype("cu_seqlens", cu_seqlens, DType::i32);
+  c.shape("cu_seqlens", cu_seqlens, {B + 1});
+  c.dtype("positions", positions, DType::i32);
+  c.shape("positions", positions, {B, 2});
+  c.dtype("losses", losses, DType::f32);
+  c.shape("losses", losses, {B, 2});
+  if (!dlogits.empty()) {
+    c.act("dlogits", dlogits, act);
+    c.shape("dlogits", dlogits, {T, 2});
+    c.that(dlogits.data != logits.data || T == 0, "dlogits and logits must be different buffers");
+  }
+  return SpanLossShape{act, T, B};
+}
+
 // ---- optimizer ----
 
 void check_global_norm(const OpCheck& c, Tensor norm, Tensor grads) {

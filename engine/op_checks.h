@@ -145,6 +145,13 @@ DType check_tanh_backward(const OpCheck& c, Tensor dx, Tensor dy, Tensor y);
 
 LossShape check_cross_entropy(const OpCheck& c, Tensor losses, Tensor dlogits, Tensor logits, Tensor labels);
 LossShape check_mse(const OpCheck& c, Tensor losses, Tensor dpred, Tensor pred, Tensor target);
+// The span loss of question answering: T tokens of B sequences, two logit columns (start, end).
+struct SpanLossShape {
+  DType act;
+  int64_t T, B;
+};
+SpanLossShape check_span_cross_entropy(const OpCheck& c, Tensor losses, Tensor dlogits, Tensor logits,
+                                       Tensor cu_seqlens, Tensor positions, const BatchShape& batch);
 
 void check_global_norm(const OpCheck& c, Tensor norm, Tensor grads);
 // Returns the number of parameters.

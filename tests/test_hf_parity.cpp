@@ -1,5 +1,6 @@
 // Parity with Hugging Face transformers: a tiny random BertForSequenceClassification saved by
-// transformers (tests/fixtures/hf_tiny_*, made by tools/make_hf_fixture.py), the same mixed-length
+// transformers (tests/fixtures/hf_tiny_*, made by tools/make_hf_fixture.py; hf_tiny_qa, a
+// BertForQuestionAnswering, by tools/make_hf_qa_fixture.py), the same mixed-length
 // batch of singles and pairs, eval mode. The engine loads the directory, runs the packed batch on
 // the CPU backend in f32, and must reproduce transformers' float64 logits, loss and the gradient
 // of every parameter.
@@ -25,8 +26,13 @@ PackedBatch read_inputs(const std::string& dir) {
     TokenizedExample e;
     e.ids = s["ids"].get<std::vector<int32_t>>();
     e.type_ids = s["type_ids"].get<std::vector<int32_t>>();
-    if (s["label"].is_number_integer()) e.label = s["label"].get<int32_t>();
-    e.target = s["label"].get<float>();
+    if (s.contains("start")) {  // question answering: span positions, no label
+      e.span_start = s["start"].get<int32_t>();
+      e.span_end = s["end"].get<int32_t>();
+    } else {
+      if (s["label"].is_number_integer()) e.label = s["label"].get<int32_t>();
+      e.target = s["label"].get<float>();
+    }
     positions.push_back(int64_t(examples.size()));
     examples.push_back(std::move(e));
   }
@@ -46,12 +52,15 @@ double scaled_error(const std::vector<float>& actual, const std::vector<float>& 
   return max_ref > 0 ? max_err / max_ref : max_err;
 }
 
-void check_fixture(const std::string& name, bool regression) {
+void check_fixture(const std::string& name, bool regression, Head head = Head::sequence_classification) {
   const std::string dir = fixture(name);
   auto backend = make_backend("cpu-ref");
   BertConfig config = read_model_config(dir);
-  ASSERT_EQ(config.num_labels, regression ? 1 : 3);
-  BertModel model(*backend, config, ModelOptions{});
+  const bool qa = head == Head::question_answering;
+  ASSERT_EQ(config.num_labels, regression ? 1 : qa ? 2 : 3);
+  ModelOptions options;
+  options.head = head;
+  BertModel model(*backend, config, options);
   LoadReport report = load_weights(model, dir, false, 1);
   EXPECT_TRUE(report.initialised.empty()) << report.summary();
   EXPECT_EQ(report.loaded, int(model.params().list().size()));
@@ -85,11 +94,14 @@ void check_fixture(const std::string& name, bool regression) {
     }
     ++compared;
   }
-  EXPECT_EQ(compared, 41);
+  EXPECT_EQ(compared, qa ? 39 : 41);  // question answering: no pooler
 }
 
 TEST(HfParity, SequenceClassificationPairsMixedLengths) { check_fixture("hf_tiny_cls", false); }
 TEST(HfParity, RegressionMse) { check_fixture("hf_tiny_reg", true); }
+// BertForQuestionAnswering: start/end logits of every token, the loss with a position below 0
+// (clamped to [CLS]) and one at the padded length (ignored), every gradient.
+TEST(HfParity, QuestionAnsweringSpans) { check_fixture("hf_tiny_qa", false, Head::question_answering); }
 
 }  // namespace
 }  // namespace engine

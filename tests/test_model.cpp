@@ -1,6 +1,6 @@
 // The whole model on the CPU backend: every parameter's gradient against central finite
-// differences (sequence classification, regression and token classification heads, dropout on),
-// checkpoints saved and loaded back, Hugging Face name variants, config errors.
+// differences (sequence classification, regression, token classification and question answering
+// heads, dropout on), checkpoints saved and loaded back, Hugging Face name variants, config errors.
 #include <gtest/gtest.h>
 
 #include "test_seed.h"
@@ -42,6 +42,10 @@ PackedBatch random_batch(std::mt19937_64& rng, const BertConfig& c, Head head) {
       e.type_ids.push_back(len > 4 && i > len / 2 ? 1 : 0);
       if (head == Head::token_classification)
         e.token_labels.push_back(i % 3 == 2 ? -100 : int32_t(rng() % uint64_t(c.num_labels)));
+    }
+    if (head == Head::question_answering) {  // the end may sit before the start; past the end: ignored
+      e.span_start = int32_t(rng() % uint64_t(len));
+      e.span_end = int32_t(rng() % uint64_t(len + 1));
     }
     e.label = c.num_labels > 1 ? int32_t(rng() % uint64_t(c.num_labels)) : -1;
     e.target = float(rng() % 1000) / 200.f;
@@ -140,6 +144,9 @@ TEST(ModelGradients, SequenceClassificationMatchesFiniteDifferences) {
 TEST(ModelGradients, RegressionMatchesFiniteDifferences) { check_model_gradients(Head::sequence_classification, 1); }
 TEST(ModelGradients, TokenClassificationMatchesFiniteDifferences) {
   check_model_gradients(Head::token_classification, 4);
+}
+TEST(ModelGradients, QuestionAnsweringMatchesFiniteDifferences) {
+  check_model_gradients(Head::question_answering, 2);
 }
 
 TEST(Model, DropoutChangesTrainingButNotEval) {

@@ -170,6 +170,40 @@ Encoding BertTokenizer::encode(std::string_view a, std::optional<std::string_vie
   return out;
 }
 
+std::vector<Encoding> BertTokenizer::encode_windows(std::string_view a, std::string_view b, int max_length,
+                                                   int stride) const {
+  Scratch& s = thread_scratch();
+  const Vocab& v = *vocab_;
+  text_to_pieces(a, lowercase_, v, s, s.a);
+  text_to_pieces(b, lowercase_, v, s, s.b);
+  if (stride < 0) engine::fail("stride ", stride, " is negative");
+  const int64_t room = int64_t(max_length) - 3 - int64_t(s.a.size());
+  // HF: a pair that fits is one window; otherwise b must keep at least one piece, and more than stride.
+  const bool fits = s.a.size() + s.b.size() + 3 <= size_t(std::max(max_length, 0));
+  if (!fits && room <= 0)
+    engine::fail("the question (", s.a.size(), " tokens) leaves no room for the context in ", max_length,
+                 " tokens");
+  if (!fits && stride >= room)
+    engine::fail("the question (", s.a.size(), " tokens) leaves room for ", room, " context tokens in ", max_length,
+                 ", not more than the stride ", stride, " (raise --max-length or lower --doc-stride)");
+  const size_t n_b = s.b.size(), width = fits ? n_b : size_t(room);
+  std::vector<Encoding> windows;
+  for (size_t start = 0;; start += width - size_t(fits ? 0 : stride)) {
+    const size_t stop = std::min(n_b, start + width);
+    Encoding& out = windows.emplace_back();
+    push_token(out, v.cls_id(), 0, -1, Offset{}, -1);
+    push_pieces(out, s.a, s.a.size(), 0);
+    push_token(out, v.sep_id(), 0, -1, Offset{}, -1);
+    for (size_t i = start; i < stop; ++i) {
+      const Piece& p = s.b[i];
+      push_token(out, p.id, 1, 1, Offset{p.src_begin, p.src_end}, static_cast<int32_t>(p.word));
+    }
+    push_token(out, v.sep_id(), 1, -1, Offset{}, -1);
+    if (stop == n_b) break;
+  }
+  return windows;
+}
+
 std::vector<int32_t> BertTokenizer::tokenize_ids(std::string_view text) const {
   Scratch& s = thread_scratch();
   text_to_pieces(text, lowercase_, *vocab_, s, s.a);

@@ -63,6 +63,14 @@ class BertTokenizer {
   Encoding encode(std::string_view a, std::optional<std::string_view> b = std::nullopt,
                   const EncodeOptions& options = {}) const;
 
+  // The overflowing windows of a pair for extractive question answering, as Hugging Face's fast
+  // tokenizer returns them with truncation 'only_second', return_overflowing_tokens and `stride`:
+  // every window is [CLS] a [SEP] w [SEP] with all of a, and w a run of at most
+  // room = max_length - len(a) - 3 pieces of b; window k starts at k * (room - stride), and the last
+  // one is the first that reaches b's end (one window when the pair fits). Throws engine::Error when a
+  // leaves no room for b or stride >= room (where HF fails too).
+  std::vector<Encoding> encode_windows(std::string_view a, std::string_view b, int max_length, int stride) const;
+
   // The WordPiece ids of a text alone, no [CLS]/[SEP], no truncation.
   std::vector<int32_t> tokenize_ids(std::string_view text) const;
 

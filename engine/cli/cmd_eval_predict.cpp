@@ -24,6 +24,7 @@ namespace fs = std::filesystem;
 
 struct ModelFlags {
   std::string model_dir, adapter_dir, data_file, task, backend = "auto", precision = "auto", attention = "auto";
+  std::string output_dir;  // eval --task qa: where predictions.json and null_odds.json go
   int max_length = 0;  // 0: 128, or max_position_embeddings when smaller
   int64_t batch_size = 64;
   bool quiet = false;
@@ -35,9 +36,9 @@ void add_model_flags(CLI::App* cmd, ModelFlags& f) {
   cmd->add_option("--adapter", f.adapter_dir,
                   "LoRA adapter directory (adapter_config.json, adapter_model.safetensors; from `engine finetune "
                   "--peft lora` or Hugging Face peft) applied to --model, the base it was trained on");
-  cmd->add_option("--task", f.task, "classify, regress or tokens (default: what the model was trained for)");
+  cmd->add_option("--task", f.task, "classify, regress, tokens or qa (default: what the model was trained for)");
   cmd->add_option("--max-length", f.max_length,
-                  "tokens per sequence (default: 128, or the model's max_position_embeddings when smaller)")
+                  "tokens per sequence (default: 128, qa 384, or the model's max_position_embeddings when smaller)")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--batch-size", f.batch_size, "sequences per batch")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--backend", f.backend, "cpu, cpu-ref, cuda or auto")->capture_default_str();
@@ -53,7 +54,7 @@ void require_trained_head(const std::string& dir, const BertConfig& config) {
                " outputs): fine-tune it first");
 }
 
-DataOptions data_options(const DataFlags& flags, const ModelFlags& f, const BertConfig& config);
+DataOptions data_options(const DataFlags& flags, const ModelFlags& f, const BertConfig& config, Task task);
 
 // A fine-tuned model directory: what it was trained for, its labels and tokenizer. The model itself
 // is built once the data is read, sized for its longest sequence.
@@ -77,7 +78,7 @@ struct ModelDir {
     task = f.task.empty() ? task_of_model(config) : parse_task(f.task);
     if (task != Task::regress) labels = LabelMap::from_hf_config(config.to_json(), labels_dir + "/config.json");
     tok = std::make_unique<tokenizer::BertTokenizer>(tokenizer::BertTokenizer::from_model_dir(vocab_dir));
-    data = data_options(flags, f, config);
+    data = data_options(flags, f, config, task);
   }
   const LabelMap* label_map() const { return task == Task::regress ? nullptr : &labels; }
 
@@ -108,21 +109,31 @@ struct ModelDir {
   }
 };
 
-DataOptions data_options(const DataFlags& flags, const ModelFlags& f, const BertConfig& config) {
+DataOptions data_options(const DataFlags& flags, const ModelFlags& f, const BertConfig& config, Task task) {
   DataOptions d = flags.resolve();
   ENGINE_CHECK(f.max_length <= config.max_position_embeddings, "--max-length ", f.max_length,
                " exceeds the model's max_position_embeddings ", config.max_position_embeddings);
-  d.encode.max_length = f.max_length > 0 ? f.max_length : int(std::min<int64_t>(128, config.max_position_embeddings));
+  const int64_t default_length = task == Task::qa ? 384 : 128;  // qa: run_qa.py's max_seq_length
+  d.encode.max_length =
+      f.max_length > 0 ? f.max_length : int(std::min<int64_t>(default_length, config.max_position_embeddings));
   return d;
 }
 
 nlohmann::json metric_json(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); }
 
-void print_predictions(const Predictions& p, const LabelMap& labels, std::ostream& out) {
-  const size_t n = p.task == Task::tokens ? p.tags.size() : p.logits.size();
+void print_predictions(const Predictions& p, const TaskData& data, const LabelMap& labels, std::ostream& out) {
+  const size_t n = p.task == Task::tokens ? p.tags.size() : p.task == Task::qa ? p.answers.size() : p.logits.size();
   for (size_t i = 0; i < n; ++i) {
     nlohmann::json j;
-    if (p.task == Task::tokens) {
+    if (p.task == Task::qa) {
+      const QaAnswer& a = p.answers[i];
+      j["id"] = data.qa->file.examples[i].id;
+      j["answer"] = a.text;
+      j["score"] = a.probability;
+      j["start"] = a.start;
+      j["end"] = a.end;
+      if (data.qa->version_2) j["null_odds"] = a.null_odds;
+    } else if (p.task == Task::tokens) {
       j["tags"] = p.tags[i];
     } else if (p.task == Task::regress) {
       j["value"] = p.logits[i][0];
@@ -148,7 +159,9 @@ void add_eval_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("eval", "Score a fine-tuned model on a labelled file (metrics as one JSON line)");
   auto f = std::make_shared<ModelFlags>();
   add_model_flags(cmd, *f);
-  cmd->add_option("--data", f->data_file, "labelled file (.tsv, .csv, .jsonl; CoNLL for tokens)")->required();
+  cmd->add_option("--data", f->data_file, "labelled file (.tsv, .csv, .jsonl; CoNLL for tokens; SQuAD .json/.jsonl for qa)")->required();
+  cmd->add_option("--output-dir", f->output_dir,
+                  "qa: write predictions.json (and null_odds.json for SQuAD v2) here");
   auto flags = add_data_flags(cmd);
   cmd->callback([f, flags] {
     ModelDir m(*f, *flags);
@@ -157,6 +170,11 @@ void add_eval_command(CLI::App& app) {
     nlohmann::json j = {
         {"data", io::result_path(f->data_file)}, {"examples", data.examples.size()}, {"task", task_name(m.task)}};
     for (const auto& [k, v] : p.metrics) j[k] = metric_json(v);
+    if (data.qa) j["qa"] = data.qa->describe();
+    if (m.task == Task::qa && !f->output_dir.empty()) {
+      std::filesystem::create_directories(f->output_dir);
+      write_qa_predictions(p, data, f->output_dir);
+    }
     std::cout << j.dump() << "\n";
   });
 }
@@ -165,8 +183,11 @@ void add_predict_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "predict",
       "Predict with a fine-tuned model for a file (--data) or for standard input (one text per line; a tab\n"
-      "separates a pair; for tokens, whitespace separates words). Prints one JSON object per input, in order:\n"
-      "{label, probabilities, logits} (classify), {value} (regress) or {tags} (tokens).");
+      "separates a pair; for tokens, whitespace separates words; for qa, a JSON object {\"question\", \"context\"}).\n"
+      "Prints one JSON object per input, in order: {label, probabilities, logits} (classify), {value} (regress),\n"
+      "{tags} (tokens) or {id, answer, score, start, end} (qa: start and end are character offsets into the\n"
+      "context, score the answer's probability among the n-best; with SQuAD v2 also null_odds, and answer \"\"\n"
+      "with start = end = 0 for no answer; answer \"empty\", as run_qa.py's, when no span qualifies).");
   auto f = std::make_shared<ModelFlags>();
   add_model_flags(cmd, *f);
   cmd->add_option("--data", f->data_file, "input file (labels, if present, are ignored); default: standard input");
@@ -187,7 +208,7 @@ void add_predict_command(CLI::App& app) {
       data = load_task_data(f->data_file, m.task, *m.tok, nullptr, false, m.data);
       data.has_labels = false;
     }
-    print_predictions(m.predict_all(*f, data, "predict"), m.labels, std::cout);
+    print_predictions(m.predict_all(*f, data, "predict"), data, m.labels, std::cout);
   });
 }
 

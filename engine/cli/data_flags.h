@@ -16,6 +16,7 @@ struct DataFlags {
   int tag_column = -1;
   std::string truncation = "longest_first";
   int threads = 0;
+  QaOptions qa;  // --task qa
 
   DataOptions resolve() const {
     DataOptions d;
@@ -27,6 +28,9 @@ struct DataFlags {
     d.conll.tag_column = tag_column;
     d.encode.truncation = tokenizer::parse_truncation(truncation);
     d.threads = threads;
+    d.qa = qa;
+    ENGINE_CHECK(qa.doc_stride >= 0, "--doc-stride must not be negative");
+    ENGINE_CHECK(qa.n_best_size > 0 && qa.max_answer_length > 0, "--n-best-size and --max-answer-length must be positive");
     return d;
   }
 };
@@ -44,6 +48,17 @@ inline std::shared_ptr<DataFlags> add_data_flags(CLI::App* cmd) {
       ->capture_default_str();
   cmd->add_option("--truncation", f->truncation, "longest_first, only_first or only_second")->capture_default_str();
   cmd->add_option("--threads", f->threads, "tokenizer threads (0: all cores)")->capture_default_str();
+  cmd->add_option("--doc-stride", f->qa.doc_stride, "qa: tokens of overlap between a context's windows")
+      ->capture_default_str();
+  cmd->add_option("--n-best-size", f->qa.n_best_size, "qa: start and end candidates per window")->capture_default_str();
+  cmd->add_option("--max-answer-length", f->qa.max_answer_length, "qa: longest answer, in tokens")
+      ->capture_default_str();
+  cmd->add_option("--null-score-diff-threshold", f->qa.null_score_diff_threshold,
+                  "qa, SQuAD v2: answer nothing when the null score beats the best answer's by more than this")
+      ->capture_default_str();
+  cmd->add_flag("--version-2-with-negative", f->qa.version_2_with_negative,
+                "qa: questions may have no answer (SQuAD v2 post-processing and metrics; detected from the file "
+                "when it has is_impossible or empty answers; needed for predict from standard input)");
   return f;
 }
 

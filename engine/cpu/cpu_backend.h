@@ -5,7 +5,7 @@
 // are f32 only (any other activation dtype throws engine::Error). Ops are spread over
 // engine/cpu/*.cpp by family: memory (allocation, copies, fill, cast), embeddings, layernorm
 // (residual + dropout + layernorm), dropout, linear, attention, pooler (gather/scatter/tanh),
-// losses, adamw (+ global_norm); kernels.* hold the shared numeric pieces (the matrix product,
+// losses, span_loss (question answering), adamw (+ global_norm); kernels.* hold the shared numeric pieces (the matrix product,
 // layernorm rows, GELU). Each op first checks its arguments with the contract both backends share
 // (engine/op_checks.h).
 // CPU specifics: "device" memory is host memory, so cu_seqlens, ids and labels are read directly,
@@ -52,6 +52,7 @@ class CpuBackend : public Backend {
   void tanh_backward(Tensor dx, Tensor dy, Tensor y) override;
   void cross_entropy(Tensor losses, Tensor dlogits, Tensor logits, Tensor labels, float scale) override;
   void mse(Tensor losses, Tensor dpred, Tensor pred, Tensor target, float scale) override;
+  void span_cross_entropy(Tensor losses, Tensor dlogits, Tensor logits, Tensor cu_seqlens, Tensor positions, const BatchShape& batch, float scale_start, float scale_end) override;
   void global_norm(Tensor norm, Tensor grads) override;
   void adamw(Tensor params, Tensor grads, Tensor m, Tensor v, Tensor working, Tensor norm, const AdamWArgs& args) override;
 };

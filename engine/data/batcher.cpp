@@ -49,6 +49,8 @@ PackedBatch pack_batch(const std::vector<TokenizedExample>& examples, const std:
     b.cu_seqlens.push_back(b.cu_seqlens.back() + len);
     b.labels.push_back(ex.label);
     b.targets.push_back(ex.target);
+    b.span_positions.push_back(ex.span_start);
+    b.span_positions.push_back(ex.span_end);
     b.example_index.push_back(ex.index);
     b.max_seqlen = std::max<int64_t>(b.max_seqlen, len);
   }

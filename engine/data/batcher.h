@@ -30,6 +30,7 @@ struct TokenizedExample {
   int32_t label = -1;                 // class id (classification), -1 when none
   float target = 0.0f;                // regression target
   std::vector<int32_t> token_labels;  // token classification: one per id, -100 where ignored; else empty
+  int32_t span_start = -1, span_end = -1;  // question answering: the answer's tokens here, 0 ([CLS]) if absent
   int64_t index = 0;                  // the example's row in its dataset, carried into batches
 };
 
@@ -40,6 +41,7 @@ struct PackedBatch {
   std::vector<int32_t> labels;                  // [B]
   std::vector<float> targets;                   // [B]
   std::vector<int32_t> token_labels;            // [T] when the examples have token labels, else empty
+  std::vector<int32_t> span_positions;          // [B, 2] span_start, span_end of each sequence
   std::vector<int64_t> example_index;           // [B] TokenizedExample::index of each sequence
   int64_t tokens = 0, sequences = 0, max_seqlen = 0;
 };

@@ -101,16 +101,22 @@ void check_adapter_base(const std::string& adapter_dir, const std::string& base_
 void write_adapter_files(BertModel& model, const std::string& dir, const std::string& base_name) {
   const LoraConfig& l = model.options().lora;
   ENGINE_CHECK(l.enabled(), "write_adapter_files: the model has no adapters");
-  const bool tokens = model.options().head == Head::token_classification;
+  const Head head = model.options().head;
+  // peft's task types and the head each keeps trainable (modules_to_save), as PeftModelFor* set them.
+  const char* task_type = head == Head::token_classification ? "TOKEN_CLS"
+                          : head == Head::question_answering ? "QUESTION_ANS"
+                                                             : "SEQ_CLS";
+  const nlohmann::json head_modules = head == Head::question_answering ? nlohmann::json({"qa_outputs"})
+                                                                       : nlohmann::json({"classifier", "score"});
   nlohmann::json config = {{"peft_type", "LORA"},
-                           {"task_type", tokens ? "TOKEN_CLS" : "SEQ_CLS"},
+                           {"task_type", task_type},
                            {"base_model_name_or_path", base_name},
                            {"r", l.r},
                            {"lora_alpha", l.alpha},
                            {"lora_dropout", l.dropout},
                            {"target_modules", l.target_modules},
                            {"bias", l.bias},
-                           {"modules_to_save", {"classifier", "score"}},
+                           {"modules_to_save", head_modules},
                            {"fan_in_fan_out", false},
                            {"init_lora_weights", true},
                            {"inference_mode", true},

@@ -42,6 +42,8 @@ BertModel::BertModel(Backend& backend, const BertConfig& config, const ModelOpti
                dtype_name(options.act));
   ENGINE_CHECK(options.max_tokens > 0 && options.max_sequences > 0, "model capacity must be positive (max_tokens ",
                options.max_tokens, ", max_sequences ", options.max_sequences, ")");
+  ENGINE_CHECK(options.head != Head::question_answering || config_.num_labels == 2,
+               "question answering needs num_labels 2 (start, end logits); the config has ", config_.num_labels);
   for (int i = 0; i < config_.num_hidden_layers; ++i) layers_.push_back(std::make_unique<Layer>());
   plan_parameters();
   plan_activations();
@@ -61,9 +63,12 @@ BertModel::~BertModel() = default;
 size_t BertModel::parameter_bytes() const { return param_arena_.bytes(); }
 size_t BertModel::activation_bytes() const { return act_arena_.bytes(); }
 
+const char* head_prefix(Head head) { return head == Head::question_answering ? "qa_outputs" : "classifier"; }
+
 void declare_parameters(ParamStore& params, const BertConfig& config, Head head) {
   const int64_t H = config.hidden_size, I = config.intermediate_size, C = config.num_labels;
   const bool pooler = head == Head::sequence_classification;
+  const std::string prefix = head_prefix(head);
   // Decayed group: every weight matrix and embedding table.
   params.add("bert.embeddings.word_embeddings.weight", {config.vocab_size, H});
   params.add("bert.embeddings.position_embeddings.weight", {config.max_position_embeddings, H});
@@ -78,7 +83,7 @@ void declare_parameters(ParamStore& params, const BertConfig& config, Head head)
     params.add(p + "output.dense.weight", {H, I});
   }
   if (pooler) params.add("bert.pooler.dense.weight", {H, H});
-  params.add("classifier.weight", {C, H});
+  params.add(prefix + ".weight", {C, H});
   // No decay: biases and LayerNorm parameters.
   params.begin_no_decay();
   params.add("bert.embeddings.LayerNorm.weight", {H});
@@ -97,7 +102,7 @@ void declare_parameters(ParamStore& params, const BertConfig& config, Head head)
     params.add(p + "output.LayerNorm.bias", {H});
   }
   if (pooler) params.add("bert.pooler.dense.bias", {H});
-  params.add("classifier.bias", {C});
+  params.add(prefix + ".bias", {C});
 }
 
 void BertModel::plan_parameters() {
@@ -114,7 +119,7 @@ void BertModel::plan_activations() {
   const int64_t H = config_.hidden_size, I = config_.intermediate_size, C = config_.num_labels;
   const int64_t heads = config_.num_attention_heads;
   const DType act = options_.act, f32 = DType::f32, i32 = DType::i32;
-  const bool tokens_head = options_.head == Head::token_classification;
+  const bool tokens_head = options_.head != Head::sequence_classification;  // a row of logits per token
   const int64_t rows = tokens_head ? T : B;  // rows of logits
   Arena& a = act_arena_;
 
@@ -125,6 +130,7 @@ void BertModel::plan_activations() {
   a.plan(&cls_rows_, i32, {B}, "batch.cls_rows");
   a.plan(&labels_, i32, {rows}, "batch.labels");
   a.plan(&targets_, f32, {B}, "batch.targets");
+  if (options_.head == Head::question_answering) a.plan(&span_positions_, i32, {B, 2}, "batch.span_positions");
 
   a.plan(&emb_s_, act, {T, H}, "embeddings.sum");
   a.plan(&emb_mean_, f32, {T}, "embeddings.mean");
@@ -152,7 +158,9 @@ void BertModel::plan_activations() {
     lora_->plan(a, act, T);
     a.plan(&frozen_ln_sink_, f32, {2 * H}, "grad.frozen_layernorm_sink");
   }
-  if (tokens_head) {
+  if (options_.head == Head::question_answering) {
+    // qa_outputs reads the encoder output directly (no dropout in HF's BertForQuestionAnswering).
+  } else if (tokens_head) {
     a.plan(&head_in_drop_, act, {T, H}, "head.dropped");
   } else {
     a.plan(&cls_, act, {B, H}, "pooler.cls");
@@ -162,7 +170,7 @@ void BertModel::plan_activations() {
     a.plan(&d_cls_, act, {B, H}, "grad.cls");
   }
   a.plan(&logits_, act, {rows, C}, "head.logits");
-  a.plan(&losses_, f32, {rows}, "head.losses");
+  a.plan(&losses_, f32, {options_.head == Head::question_answering ? 2 * B : rows}, "head.losses");
   a.plan(&d_logits_, act, {rows, C}, "grad.logits");
 
   a.plan(&d_hidden_, act, {T, H}, "grad.hidden");
@@ -358,7 +366,9 @@ void BertModel::add_layer(int index) {
 void BertModel::add_head() {
   Tensor last = layers_.empty() ? emb_out_ : layers_.back()->h2;
   const float drop = config_.classifier_dropout_prob();
-  if (options_.head == Head::token_classification) {
+  if (options_.head == Head::question_answering) {
+    add_qa_head(last);
+  } else if (options_.head == Head::token_classification) {
     graph_.add(
         "classifier",
         [this, last, drop] {
@@ -420,7 +430,12 @@ void BertModel::add_head() {
         if (!has_labels_) return;
         const int64_t rows = logit_rows();
         const float scale = counted_rows_ > 0 ? loss_weight_ / float(counted_rows_) : 0.f;
-        if (is_regression()) {
+        if (options_.head == Head::question_answering) {
+          const int64_t B = shape_.sequences;
+          backend_.span_cross_entropy(losses_.rows(2 * B).view({B, 2}), d_logits_.rows(rows), logits_.rows(rows),
+                                      cu_seqlens_.rows(B + 1), span_positions_.rows(B), shape_,
+                                      loss_weight_ * span_scale_[0], loss_weight_ * span_scale_[1]);
+        } else if (is_regression()) {
           backend_.mse(losses_.rows(rows), d_logits_.rows(rows), logits_.rows(rows), targets_.rows(rows), scale);
         } else {
           backend_.cross_entropy(losses_.rows(rows), d_logits_.rows(rows), logits_.rows(rows), labels_.rows(rows),
@@ -428,6 +443,26 @@ void BertModel::add_head() {
         }
       },
       {});
+}
+
+// BertForQuestionAnswering's head: qa_outputs, a linear layer [2, H] over every token of the
+// encoder output, straight from the last layer (no dropout, no pooler): column 0 is the start logit,
+// column 1 the end logit.
+void BertModel::add_qa_head(Tensor last) {
+  graph_.add(
+      "qa_outputs",
+      [this, last] {
+        const int64_t T = shape_.tokens;
+        backend_.linear_forward(logits_.rows(T), last.rows(T), params_.working("qa_outputs.weight"),
+                                params_.working("qa_outputs.bias"), Activation::none, {});
+      },
+      [this, last] {
+        const int64_t T = shape_.tokens;
+        backend_.linear_backward_dw(params_.grad("qa_outputs.weight"), params_.grad("qa_outputs.bias"),
+                                    d_logits_.rows(T), last.rows(T));
+        backend_.linear_backward_dx(d_hidden_.rows(T), d_logits_.rows(T), params_.working("qa_outputs.weight"), false,
+                                    Activation::none, {});
+      });
 }
 
 void BertModel::init_weights(uint64_t seed) {
@@ -460,7 +495,36 @@ void BertModel::init_parameters(const std::vector<std::string>& names, uint64_t 
 }
 
 int64_t BertModel::logit_rows() const {
-  return options_.head == Head::token_classification ? shape_.tokens : shape_.sequences;
+  return options_.head == Head::sequence_classification ? shape_.sequences : shape_.tokens;
+}
+
+// Question answering's labels: each sequence's gold start and end token. HF's loss is the mean of
+// the start cross-entropy over the positions it counts and the same for the end, halved: positions
+// past a sequence's end are ignored (see Backend::span_cross_entropy), so each column is scaled by
+// its own count.
+void BertModel::set_span_positions(const PackedBatch& batch) {
+  const int64_t B = shape_.sequences;
+  ENGINE_CHECK(int64_t(batch.span_positions.size()) == 2 * B, "batch: ", batch.span_positions.size(),
+               " span positions for ", B, " sequences (two each)");
+  int64_t counted[2] = {0, 0};
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t len = batch.cu_seqlens[b + 1] - batch.cu_seqlens[b];
+    for (int j = 0; j < 2; ++j) counted[j] += std::max<int32_t>(batch.span_positions[b * 2 + j], 0) < len;
+  }
+  for (int j = 0; j < 2; ++j) span_scale_[j] = counted[j] > 0 ? 0.5f / float(counted[j]) : 0.f;
+  counted_rows_ = std::max(counted[0], counted[1]);
+  backend_.copy_from_host(span_positions_.rows(B), batch.span_positions.data());
+}
+
+// (mean start loss + mean end loss) / 2, each mean over its counted positions (span_scale_ = 0.5 / count).
+float BertModel::span_loss() {
+  const int64_t B = shape_.sequences;
+  std::vector<float> host(size_t(2 * B));
+  backend_.copy_to_host(host.data(), losses_.rows(2 * B));
+  double loss = 0;
+  for (int64_t b = 0; b < B; ++b)
+    for (int j = 0; j < 2; ++j) loss += double(host[size_t(b * 2 + j)]) * double(span_scale_[j]);
+  return float(loss);
 }
 
 void BertModel::set_batch(const PackedBatch& batch, bool with_labels) {
@@ -500,6 +564,8 @@ void BertModel::set_batch(const PackedBatch& batch, bool with_labels) {
   has_labels_ = with_labels;
   if (!with_labels) {
     // nothing to upload
+  } else if (options_.head == Head::question_answering) {
+    set_span_positions(batch);
   } else if (is_regression()) {
     ENGINE_CHECK(int64_t(batch.targets.size()) == B, "batch: ", batch.targets.size(), " targets for ", B,
                  " sequences");
@@ -539,6 +605,7 @@ void BertModel::backward() {
 
 float BertModel::loss() {
   ENGINE_CHECK(has_labels_, "loss() of a batch without labels");
+  if (options_.head == Head::question_answering) return span_loss();
   const int64_t rows = logit_rows();
   std::vector<float> host(static_cast<size_t>(rows));
   backend_.copy_to_host(host.data(), losses_.rows(rows));

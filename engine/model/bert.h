@@ -1,5 +1,5 @@
 // BertModel: Hugging Face's BertForSequenceClassification (single sentences and pairs; regression
-// when num_labels == 1) and BertForTokenClassification, built once as a Graph over a Backend.
+// when num_labels == 1), BertForTokenClassification and BertForQuestionAnswering, built once as a Graph over a Backend.
 // Parameters live in a ParamStore under their HF names; activations and their gradients are planned
 // in one arena for the largest batch (max_tokens, max_sequences) and each step views the rows it
 // uses. The backward pass is written by hand, node by node, next to each forward.
@@ -18,7 +18,9 @@
 
 namespace engine {
 
-enum class Head { sequence_classification, token_classification };
+enum class Head { sequence_classification, token_classification, question_answering };
+// The head's parameter prefix in HF names: "qa_outputs" for question answering, else "classifier".
+const char* head_prefix(Head head);
 
 struct ModelOptions {
   Head head = Head::sequence_classification;
@@ -59,7 +61,8 @@ class BertModel {
   void init_parameters(const std::vector<std::string>& names, uint64_t seed);
 
   // Uploads a packed batch. with_labels: the batch's labels (or regression targets, or token
-  // labels for token classification) are real and forward() computes the loss. Throws when the
+  // labels for token classification, or answer spans for question answering) are real and
+  // forward() computes the loss. Throws when the
   // batch exceeds the planned capacity or holds ids or labels out of range.
   void set_batch(const PackedBatch& batch, bool with_labels = true);
   const BatchShape& shape() const { return shape_; }
@@ -75,7 +78,7 @@ class BertModel {
   // Rows of the current batch that count in the loss (labelled sequences, or tokens not ignored).
   int64_t counted_rows() const { return counted_rows_; }
   // Logits of the last forward on the host, [rows, num_labels] row-major: rows are sequences, or
-  // tokens for token classification.
+  // tokens for token classification and question answering (start, end).
   std::vector<float> logits();
   int64_t logit_rows() const;
 
@@ -90,6 +93,9 @@ class BertModel {
   void add_embeddings();
   void add_layer(int index);
   void add_head();
+  void add_qa_head(Tensor last);
+  void set_span_positions(const PackedBatch& batch);
+  float span_loss();
   DropoutRng rng(uint32_t stream) const { return DropoutRng{step_seed_, stream}; }
   float p(float prob) const { return pass_ == Pass::train ? prob : 0.f; }
   Tensor act_rows(Tensor t) const { return t.rows(shape_.tokens); }
@@ -114,7 +120,9 @@ class BertModel {
   bool backward_ready_ = false;
 
   // Batch on the device.
-  Tensor ids_, type_ids_, pos_ids_, cu_seqlens_, cls_rows_, labels_, targets_;
+  Tensor ids_, type_ids_, pos_ids_, cu_seqlens_, cls_rows_, labels_, targets_, span_positions_;
+  // Question answering: the loss scales of the start and end columns (1 / counted positions each).
+  float span_scale_[2] = {0.f, 0.f};
   // Embeddings.
   Tensor emb_s_, emb_mean_, emb_rstd_, emb_out_;
   // Head.

@@ -36,12 +36,16 @@ std::vector<std::string> candidate_names(const std::string& name) {
   return names;
 }
 
-bool is_head(const std::string& name) { return name.rfind("classifier.", 0) == 0; }
+bool is_head(const std::string& name) { return name.rfind("classifier.", 0) == 0 || name.rfind("qa_outputs.", 0) == 0; }
 bool is_pooler(const std::string& name) { return name.rfind("bert.pooler.", 0) == 0; }
 
 std::string architecture(const BertModel& model) {
-  return model.options().head == Head::token_classification ? "BertForTokenClassification"
-                                                            : "BertForSequenceClassification";
+  switch (model.options().head) {
+    case Head::token_classification: return "BertForTokenClassification";
+    case Head::question_answering: return "BertForQuestionAnswering";
+    case Head::sequence_classification: break;
+  }
+  return "BertForSequenceClassification";
 }
 
 // model.safetensors: every parameter in f32 under its HF name.
@@ -85,8 +89,10 @@ bool checkpoint_head_matches(const std::string& dir, int64_t num_labels) {
   std::string path = (fs::path(dir) / "model.safetensors").string();
   if (!fs::exists(path)) return false;
   io::SafetensorsFile file = io::SafetensorsFile::open(path);
-  if (!file.has("classifier.weight")) return false;
-  const auto& shape = file.get("classifier.weight").shape;
+  // A classification head, or question answering's qa_outputs.
+  const char* head = file.has("classifier.weight") ? "classifier.weight" : "qa_outputs.weight";
+  if (!file.has(head)) return false;
+  const auto& shape = file.get(head).shape;
   return !shape.empty() && shape[0] == num_labels;
 }
 

@@ -23,7 +23,7 @@ struct LoadReport {
 
 // The config.json of a model directory (a clear error when the directory or file is missing).
 BertConfig read_model_config(const std::string& dir);
-// True when dir/model.safetensors has classifier weights of `num_labels` rows.
+// True when dir/model.safetensors has classifier (or qa_outputs) weights of `num_labels` rows.
 bool checkpoint_head_matches(const std::string& dir, int64_t num_labels);
 
 // How the tensors of a checkpoint file fit the parameters a model needs: the loader's check, also

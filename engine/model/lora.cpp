@@ -33,7 +33,9 @@ bool is_lora_parameter(const std::string& name) {
   return name.find(".lora_A.") != std::string::npos || name.find(".lora_B.") != std::string::npos;
 }
 
-bool is_lora_head_parameter(const std::string& name) { return name.rfind("classifier.", 0) == 0; }
+bool is_lora_head_parameter(const std::string& name) {
+  return name.rfind("classifier.", 0) == 0 || name.rfind("qa_outputs.", 0) == 0;
+}
 
 std::vector<std::string> split_target_modules(const std::string& list) {
   std::vector<std::string> out;

@@ -24,7 +24,7 @@ OpCategory categorize_op(const std::string& name) {
   if (starts("linear") || starts("lora")) return OpCategory::matmuls;
   if (starts("attention")) return OpCategory::attention;
   if (starts("embeddings") || name.find("layernorm") != std::string::npos) return OpCategory::layernorm;
-  if (name == "cross_entropy" || name == "mse") return OpCategory::loss;
+  if (name == "cross_entropy" || name == "mse" || name == "span_cross_entropy") return OpCategory::loss;
   if (name == "adamw" || name == "global_norm") return OpCategory::optimizer;
   return OpCategory::other;
 }
@@ -167,6 +167,11 @@ void TimedBackend::cross_entropy(Tensor losses, Tensor dlogits, Tensor logits, T
 }
 void TimedBackend::mse(Tensor losses, Tensor dpred, Tensor pred, Tensor target, float scale) {
   TIMED_OP("mse", inner_.mse(losses, dpred, pred, target, scale));
+}
+void TimedBackend::span_cross_entropy(Tensor losses, Tensor dlogits, Tensor logits, Tensor cu_seqlens,
+                                      Tensor positions, const BatchShape& batch, float scale_start, float scale_end) {
+  TIMED_OP("span_cross_entropy",
+           inner_.span_cross_entropy(losses, dlogits, logits, cu_seqlens, positions, batch, scale_start, scale_end));
 }
 
 void TimedBackend::global_norm(Tensor norm, Tensor grads) { TIMED_OP("global_norm", inner_.global_norm(norm, grads)); }

@@ -10,7 +10,7 @@
 //   attention  attention_*
 //   layernorm  embeddings_*, add_dropout_layernorm_* (the residual and dropout fused in them)
 //   gelu       the "gelu" piece of linear_forward / linear_backward_dx
-//   loss       cross_entropy, mse
+//   loss       cross_entropy, mse, span_cross_entropy
 //   optimizer  global_norm, adamw, and every op run while the optimizer phase is on (zeroing grads)
 //   other      everything else: dropout, gather/scatter of [CLS] rows, tanh, fill, cast, copies,
 //              the batch upload
@@ -112,6 +112,8 @@ class TimedBackend final : public Backend, private OpPieceListener {
   void tanh_backward(Tensor dx, Tensor dy, Tensor y) override;
   void cross_entropy(Tensor losses, Tensor dlogits, Tensor logits, Tensor labels, float scale) override;
   void mse(Tensor losses, Tensor dpred, Tensor pred, Tensor target, float scale) override;
+  void span_cross_entropy(Tensor losses, Tensor dlogits, Tensor logits, Tensor cu_seqlens, Tensor positions,
+                          const BatchShape& batch, float scale_start, float scale_end) override;
   void global_norm(Tensor norm, Tensor grads) override;
   void adamw(Tensor params, Tensor grads, Tensor m, Tensor v, Tensor working, Tensor norm,
              const AdamWArgs& args) override;

@@ -4,7 +4,11 @@
 #include <cmath>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
+#include "engine/io/atomic_file.h"
 #include "engine/train/metrics.h"
+#include "engine/train/squad_metrics.h"
 
 namespace engine {
 
@@ -12,7 +16,8 @@ Task parse_task(const std::string& name) {
   if (name == "classify") return Task::classify;
   if (name == "regress") return Task::regress;
   if (name == "tokens") return Task::tokens;
-  fail("unknown task '", name, "' (expected classify, regress or tokens)");
+  if (name == "qa") return Task::qa;
+  fail("unknown task '", name, "' (expected classify, regress, tokens or qa)");
 }
 
 const char* task_name(Task t) {
@@ -20,16 +25,22 @@ const char* task_name(Task t) {
     case Task::classify: return "classify";
     case Task::regress: return "regress";
     case Task::tokens: return "tokens";
+    case Task::qa: return "qa";
   }
   return "?";
 }
 
-Head task_head(Task t) { return t == Task::tokens ? Head::token_classification : Head::sequence_classification; }
+Head task_head(Task t) {
+  if (t == Task::qa) return Head::question_answering;
+  return t == Task::tokens ? Head::token_classification : Head::sequence_classification;
+}
 
 Task task_of_model(const BertConfig& config) {
   auto arch = config.extra.find("architectures");
   if (arch != config.extra.end() && arch->is_array() && !arch->empty() && (*arch)[0] == "BertForTokenClassification")
     return Task::tokens;
+  if (arch != config.extra.end() && arch->is_array() && !arch->empty() && (*arch)[0] == "BertForQuestionAnswering")
+    return Task::qa;
   if (config.problem_type == "regression" || config.num_labels == 1) return Task::regress;
   return Task::classify;
 }
@@ -109,9 +120,61 @@ void encode_words(const std::vector<std::string>& words, const std::vector<std::
   out.gold_tags.push_back(std::move(gold));
 }
 
+// qa: the windows of every question, ready for the batcher, and the set they came from.
+void qa_task_data(SquadFile file, const tokenizer::BertTokenizer& tok, const DataOptions& options, TaskData& out) {
+  ENGINE_CHECK(options.encode.max_length > 0, "qa: --max-length must be positive");
+  QaWindows w = make_qa_windows(file, tok, options.encode.max_length, options.qa.doc_stride, options.threads);
+  auto set = std::make_shared<QaSet>();
+  set->version_2 = file.version_2 || options.qa.version_2_with_negative;
+  set->file = std::move(file);
+  set->features = std::move(w.features);
+  set->options = options.qa;
+  out.examples = std::move(w.examples);
+  out.has_labels = set->file.has_answers;
+  out.qa = std::move(set);
+}
+
+// Official SQuAD metrics of a question answering pass (v2 with null_odds as no-answer probabilities).
+void qa_metrics(const QaSet& set, const std::vector<QaAnswer>& answers, std::map<std::string, double>& metrics) {
+  std::vector<SquadGold> gold;
+  std::map<std::string, std::string> preds;
+  std::map<std::string, double> na_probs;
+  for (size_t i = 0; i < set.file.examples.size(); ++i) {
+    const SquadExample& e = set.file.examples[i];
+    SquadGold g{e.id, {}};
+    for (const SquadAnswer& a : e.answers) g.answers.push_back(a.text);
+    gold.push_back(std::move(g));
+    preds[e.id] = answers[i].text;
+    na_probs[e.id] = answers[i].null_odds;
+  }
+  const auto m = set.version_2 ? squad_v2_metrics(gold, preds, na_probs) : squad_v1_metrics(gold, preds);
+  metrics.insert(m.begin(), m.end());
+}
+
 }  // namespace
 
+std::string QaSet::describe() const {
+  return std::to_string(file.examples.size()) + " questions in " + std::to_string(features.size()) +
+         " windows, SQuAD " +
+         (version_2 ? "v2 (" + (file.version_2 ? file.version_reason : std::string("--version-2-with-negative")) + ")"
+                    : file.has_answers ? std::string("v1.1 (every question has an answer)")
+                                       : std::string("v1.1 (no answers to tell; --version-2-with-negative for v2)"));
+}
+
+void write_qa_predictions(const Predictions& p, const TaskData& data, const std::string& dir) {
+  ENGINE_CHECK(data.qa && p.answers.size() == data.qa->file.examples.size(), "write_qa_predictions: no qa answers");
+  nlohmann::ordered_json preds = nlohmann::ordered_json::object(), odds = nlohmann::ordered_json::object();
+  for (size_t i = 0; i < p.answers.size(); ++i) {
+    const std::string& id = data.qa->file.examples[i].id;
+    preds[id] = p.answers[i].text;
+    odds[id] = p.answers[i].null_odds;
+  }
+  io::write_file_atomic(dir + "/predictions.json", preds.dump(2) + "\n");
+  if (data.qa->version_2) io::write_file_atomic(dir + "/null_odds.json", odds.dump(2) + "\n");
+}
+
 LabelMap label_map_of(const std::string& path, Task task, const DataOptions& options) {
+  if (task == Task::qa) return LabelMap::from_names({"LABEL_0", "LABEL_1"});
   if (task == Task::tokens) {
     ConllDataset d = read_conll(path, options.conll);
     ENGINE_CHECK(d.has_tags, path, ": no tag column to learn from");
@@ -125,6 +188,10 @@ TaskData load_task_data(const std::string& path, Task task, const tokenizer::Ber
   TaskData out;
   out.path = path;
   out.task = task;
+  if (task == Task::qa) {
+    qa_task_data(read_squad(path, labels_required), tok, options, out);
+    return out;
+  }
   if (task == Task::tokens) {
     ConllOptions co = options.conll;
     co.tags_optional = !labels_required;
@@ -167,6 +234,10 @@ TaskData task_data_from_lines(const std::vector<std::string>& lines, Task task, 
   TaskData out;
   out.path = "<stdin>";
   out.task = task;
+  if (task == Task::qa) {
+    qa_task_data(squad_from_json_lines(lines, out.path), tok, options, out);
+    return out;
+  }
   if (task == Task::tokens) {
     for (const std::string& line : lines) {
       std::vector<std::string> words;
@@ -192,6 +263,7 @@ std::string default_best_metric(Task task) {
     case Task::classify: return "accuracy";
     case Task::regress: return "pearson";
     case Task::tokens: return "f1";
+    case Task::qa: return "f1";
   }
   return "loss";
 }
@@ -208,8 +280,9 @@ Predictions predict(BertModel& model, const TaskData& data, const LabelMap& labe
   out.task = data.task;
   double loss_sum = 0;
   int64_t loss_rows = 0, rows = 0;
-  std::vector<std::vector<float>> token_logits(data.task == Task::tokens ? data.examples.size() : 0);
-  out.logits.resize(data.task == Task::tokens ? 0 : data.examples.size());
+  const bool per_token = data.task == Task::tokens || data.task == Task::qa;
+  std::vector<std::vector<float>> token_logits(per_token ? data.examples.size() : 0);
+  out.logits.resize(per_token ? 0 : data.examples.size());
   for (int64_t i = 0; i < batcher.num_batches(0); ++i) {
     PackedBatch b = batcher.batch(0, i);
     model.set_batch(b, data.has_labels);
@@ -222,7 +295,7 @@ Predictions predict(BertModel& model, const TaskData& data, const LabelMap& labe
     }
     for (int64_t s = 0; s < b.sequences; ++s) {
       const int64_t example = b.example_index[s];
-      if (data.task == Task::tokens) {
+      if (per_token) {
         const int64_t begin = b.cu_seqlens[s], end = b.cu_seqlens[s + 1];
         token_logits[example].assign(logits.begin() + begin * C, logits.begin() + end * C);
       } else {
@@ -243,6 +316,10 @@ Predictions predict(BertModel& model, const TaskData& data, const LabelMap& labe
         out.tags[e].push_back(labels.name(argmax(token_logits[e].data() + t * C, C)));
       }
     }
+  }
+  if (data.task == Task::qa) {
+    ENGINE_CHECK(data.qa, "internal: qa data without its questions");
+    out.answers = postprocess_qa(data.qa->file, data.qa->features, token_logits, data.qa->options, data.qa->version_2);
   }
   if (!data.has_labels) return out;
   out.metrics["loss"] = loss_rows ? loss_sum / double(loss_rows) : NAN;
@@ -282,6 +359,9 @@ Predictions predict(BertModel& model, const TaskData& data, const LabelMap& labe
       out.metrics["accuracy"] = total ? double(right) / double(total) : NAN;
       break;
     }
+    case Task::qa:
+      qa_metrics(*data.qa, out.answers, out.metrics);
+      break;
   }
   return out;
 }

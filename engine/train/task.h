@@ -6,9 +6,14 @@
 //   tokens    token classification from CoNLL-style files; the label of a word sits on its first
 //             WordPiece and the others are ignored (-100), as Hugging Face's run_ner.py does;
 //             metrics entity-level precision, recall, F1 (seqeval) and token accuracy
+//   qa        extractive question answering from SQuAD files (v1.1 and v2.0, JSON or JSON Lines):
+//             start/end logits over every token of each window (engine/data/squad.h), answers as
+//             run_qa.py post-processes them (engine/train/qa_postprocess.h); metrics the official
+//             SQuAD exact match and F1 (engine/train/squad_metrics.h)
 #pragma once
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -17,13 +22,15 @@
 #include "engine/data/conll.h"
 #include "engine/data/dataset.h"
 #include "engine/data/labels.h"
+#include "engine/data/squad.h"
 #include "engine/model/bert.h"
+#include "engine/train/qa_postprocess.h"
 #include "tokenizer/encode.h"
 
 namespace engine {
 
-enum class Task { classify, regress, tokens };
-Task parse_task(const std::string& name);  // "classify", "regress", "tokens"
+enum class Task { classify, regress, tokens, qa };
+Task parse_task(const std::string& name);  // "classify", "regress", "tokens", "qa"
 const char* task_name(Task t);
 Head task_head(Task t);
 // What a saved model directory was trained for (config.json architectures / problem_type).
@@ -34,6 +41,17 @@ struct DataOptions {
   ConllOptions conll;      // tokens files
   tokenizer::EncodeOptions encode;  // max length and truncation
   int threads = 0;         // tokenizer threads (0: all)
+  QaOptions qa;            // qa: windows and post-processing
+};
+
+// A question answering file behind a TaskData: the questions, the windows cut from them (one per
+// TaskData example, in order) and how answers are picked.
+struct QaSet {
+  SquadFile file;
+  std::vector<QaFeature> features;
+  bool version_2 = false;  // the file's, or forced by QaOptions::version_2_with_negative
+  QaOptions options;
+  std::string describe() const;  // "1407 questions in 1461 windows, SQuAD v2 (is_impossible in the file)"
 };
 
 // A file's examples ready for the batcher, plus what is needed to turn outputs back into
@@ -48,6 +66,8 @@ struct TaskData {
   std::vector<std::vector<int32_t>> first_piece_word;
   std::vector<std::vector<std::string>> words;
   std::vector<std::vector<std::string>> gold_tags;
+  // qa: the questions and windows (examples are the windows).
+  std::shared_ptr<const QaSet> qa;
   int64_t tokens() const;
   int64_t max_length() const;
 };
@@ -57,10 +77,12 @@ struct TaskData {
 TaskData load_task_data(const std::string& path, Task task, const tokenizer::BertTokenizer& tok,
                         const LabelMap* labels, bool labels_required, const DataOptions& options);
 // Texts given directly (predict from standard input): one line each, a tab separating a pair
-// (classify, regress) or whitespace separating words (tokens).
+// (classify, regress), whitespace separating words (tokens), or a JSON object {"question",
+// "context"} (qa).
 TaskData task_data_from_lines(const std::vector<std::string>& lines, Task task, const tokenizer::BertTokenizer& tok,
                               const DataOptions& options);
-// The label map a training file defines (classify: its labels; tokens: its tags).
+// The label map a training file defines (classify: its labels; tokens: its tags; qa: the two
+// outputs LABEL_0 (start) and LABEL_1 (end), as HF names them).
 LabelMap label_map_of(const std::string& path, Task task, const DataOptions& options);
 
 // The model's outputs for every example of a TaskData, in input order, and the metrics when the
@@ -69,6 +91,7 @@ struct Predictions {
   Task task = Task::classify;
   std::vector<std::vector<float>> logits;  // classify: [C] per example; regress: [1]
   std::vector<std::vector<std::string>> tags;  // tokens: one per word that kept a token
+  std::vector<QaAnswer> answers;           // qa: one per question, in file order
   std::map<std::string, double> metrics;   // "loss", "accuracy", "f1", ... (empty without labels)
 };
 
@@ -79,5 +102,8 @@ Predictions predict(BertModel& model, const TaskData& data, const LabelMap& labe
                     int64_t max_tokens, const std::function<void(int64_t rows_done)>& rows_done = {});
 // The metric a run keeps its best checkpoint by, by default: accuracy, pearson or f1.
 std::string default_best_metric(Task task);
+// qa: writes predictions.json (id -> answer text) and, for v2, null_odds.json (id -> null_odds)
+// into dir, as run_qa.py and the official v2 evaluation script's --na-prob-file read them.
+void write_qa_predictions(const Predictions& p, const TaskData& data, const std::string& dir);
 
 }  // namespace engine

@@ -84,6 +84,7 @@ nlohmann::json resume_fingerprint(const FinetuneOptions& o, const std::string& b
           {"backend", backend},
           {"precision", dtype_name(act)}};
   if (o.lora.enabled()) f["lora"] = lora_json(o.lora);
+  if (o.task == "qa") f["doc_stride"] = o.data.qa.doc_stride;  // it cuts the windows the batches hold
   return f;
 }
 
@@ -100,6 +101,7 @@ nlohmann::json options_json(const FinetuneOptions& o) {
           {"output_dir", io::result_path(o.output_dir)},
           {"max_length", o.data.encode.max_length},
           {"truncation", tokenizer::truncation_name(o.data.encode.truncation)},
+          {"doc_stride", o.data.qa.doc_stride},
           {"num_train_epochs", o.num_train_epochs},
           {"max_steps", o.max_steps},
           {"batch_size", o.batch_size},
@@ -362,6 +364,8 @@ void Trainer::load_data(const DataOptions& data) {
     log_ << ", read and tokenized in " << format_metric(std::chrono::duration<double>(Clock::now() - t0).count(), 2)
          << " s";
   log_ << "\n";
+  for (const TaskData* d : {&train_data_, &dev_data_, &test_data_})
+    if (d->qa) log_ << "  qa " << io::result_path(d->path) << ": " << d->qa->describe() << "\n";
 }
 
 void Trainer::setup() {
@@ -387,7 +391,8 @@ void Trainer::setup() {
   DataOptions data = o_.data;
   ENGINE_CHECK(data.encode.max_length <= config_.max_position_embeddings, "--max-length ", data.encode.max_length,
                " exceeds the model's max_position_embeddings ", config_.max_position_embeddings);
-  if (data.encode.max_length <= 0) data.encode.max_length = int(std::min<int64_t>(128, config_.max_position_embeddings));
+  const int64_t default_length = task_ == Task::qa ? 384 : 128;  // qa: run_qa.py's max_seq_length
+  if (data.encode.max_length <= 0) data.encode.max_length = int(std::min<int64_t>(default_length, config_.max_position_embeddings));
   set_labels(data);
   auto override_prob = [](double v, float& field) {
     if (v >= 0) field = float(v);
@@ -593,6 +598,10 @@ void Trainer::evaluate_and_checkpoint(bool epoch_end, bool final_step) {
     auto t0 = Clock::now();
     Predictions p = predict(*model_, dev_data_, labels_, o_.eval_batch_size, o_.max_tokens);
     last_dev_ = p.metrics;
+    if (final_step && task_ == Task::qa) {  // run_qa.py's eval predictions, for the official scripts
+      fs::create_directories(o_.output_dir);
+      write_qa_predictions(p, dev_data_, o_.output_dir);
+    }
     double secs = std::chrono::duration<double>(Clock::now() - t0).count();
     nlohmann::json event = {{"event", "eval"}, {"step", step_}, {"epoch", double(step_) / double(steps_per_epoch_)}};
     for (const auto& [k, v] : p.metrics) event["eval_" + k] = metric_value(v);

@@ -577,6 +577,46 @@ TEST(CudaOps, Losses) {
     }
 }
 
+// Question answering's span loss: mixed sequence lengths (single-token sequences, sequences
+// longer than one block of 256 threads), positions inside, negative (clamped to [CLS]) and past the
+// end (ignored).
+TEST(CudaOps, SpanCrossEntropy) {
+  REQUIRE_GPU();
+  Env env;
+  for (DType act : kActs)
+    for (int64_t T : kTokens)
+      for (int64_t max_len : {int64_t(1), int64_t(7), int64_t(384), int64_t(509)}) {
+        const Packing p = pack(env, T, max_len);
+        const int64_t B = int64_t(p.cu.size()) - 1;
+        std::vector<int32_t> positions;
+        for (int64_t b = 0; b < B; ++b) {
+          const int32_t len = p.cu[b + 1] - p.cu[b];
+          for (int j = 0; j < 2; ++j) {
+            const int32_t kind = env.randint(1, 0, 10)[0];  // mostly inside; sometimes negative or past the end
+            positions.push_back(kind == 0 ? -3 : kind == 1 ? len + env.randint(1, 0, 3)[0] : env.randint(1, 0, len)[0]);
+          }
+        }
+        const std::string what = label(act, T, max_len);
+        Both cu = env.make_i32({B + 1}, p.cu), pos = env.make_i32({B, 2}, positions);
+        Both logits = env.make(act, {T, 2}, env.randn(T * 2, 3.f));
+        Both losses = env.out(DType::f32, {B, 2}), dlogits = env.out(act, {T, 2});
+        const BatchShape shape{T, B, p.max_len};
+        const float s_start = 0.5f / float(B), s_end = 0.25f / float(B);
+        env.cpu().span_cross_entropy(losses.cpu, dlogits.cpu, logits.cpu, cu.cpu, pos.cpu, shape, s_start, s_end);
+        env.gpu().span_cross_entropy(losses.gpu, dlogits.gpu, logits.gpu, cu.gpu, pos.gpu, shape, s_start, s_end);
+        // As for cross_entropy: a loss is a difference of numbers of the logits' size, a gradient one
+        // of numbers of the scale's size.
+        double logit_scale = 0;
+        for (float x : env.read(logits.cpu)) logit_scale = std::max(logit_scale, std::fabs(double(x)));
+        env.expect_close(losses, tol(act), "span_cross_entropy losses " + what, logit_scale);
+        env.expect_close(dlogits, tol(act), "span_cross_entropy dlogits " + what, s_start);
+        Both losses2 = env.out(DType::f32, {B, 2});
+        env.gpu().span_cross_entropy(losses2.gpu, Tensor{}, logits.gpu, cu.gpu, pos.gpu, shape, s_start, s_end);
+        env.expect_close(env.read(losses2.gpu), env.read(losses.cpu), tol(act), "span_cross_entropy no grad " + what,
+                         logit_scale);
+      }
+}
+
 TEST(CudaOps, GlobalNormAndAdamW) {
   REQUIRE_GPU();
   Env env;
