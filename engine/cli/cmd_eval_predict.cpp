@@ -9,7 +9,7 @@
 #include "engine/cli/commands.h"
 #include "engine/cli/data_flags.h"
 #include "engine/io/result_path.h"
-#include "engine/model/checkpoint.h"
+#include "engine/serve/predictor.h"
 #include "engine/train/metrics.h"
 #include "engine/train/progress.h"
 #include "engine/train/trainer.h"
@@ -39,53 +39,25 @@ void add_model_flags(CLI::App* cmd, ModelFlags& f) {
   cmd->add_flag("--quiet", f.quiet, "no progress on standard error");
 }
 
-// Before reading any data: a base checkpoint (no classifier, or one of another size) cannot score.
-void require_trained_head(const std::string& dir, const BertConfig& config) {
-  ENGINE_CHECK(checkpoint_head_matches(dir, config.num_labels) || !std::filesystem::exists(dir + "/model.safetensors"),
-               dir, ": the checkpoint has no trained head (no classifier with ", config.num_labels,
-               " outputs): fine-tune it first");
-}
-
 DataOptions data_options(const DataFlags& flags, const ModelFlags& f, const BertConfig& config);
 
-// A fine-tuned model directory: what it was trained for, its labels and tokenizer. The model itself
-// is built once the data is read, sized for its longest sequence.
-struct ModelDir {
-  BertConfig config;
-  Task task = Task::classify;
-  LabelMap labels;  // empty for regression
-  std::unique_ptr<tokenizer::BertTokenizer> tok;
+// A fine-tuned model directory (engine/serve/predictor.h, shared with `engine serve`) and how its
+// data is read. The model itself is built once the data is read, sized for its longest sequence.
+struct ModelDir : serve::ModelDir {
   DataOptions data;
 
-  ModelDir(const ModelFlags& f, const DataFlags& flags) {
-    config = read_model_config(f.model_dir);
-    require_trained_head(f.model_dir, config);
-    task = f.task.empty() ? task_of_model(config) : parse_task(f.task);
-    if (task != Task::regress) labels = LabelMap::from_hf_config(config.to_json(), f.model_dir + "/config.json");
-    tok = std::make_unique<tokenizer::BertTokenizer>(tokenizer::BertTokenizer::from_model_dir(f.model_dir));
+  ModelDir(const ModelFlags& f, const DataFlags& flags) : serve::ModelDir(f.model_dir, f.task) {
     data = data_options(flags, f, config);
   }
-  const LabelMap* label_map() const { return task == Task::regress ? nullptr : &labels; }
 
   // Builds the model on the chosen backend, loads its weights, and predicts for `examples`, showing
   // progress as `what` ("eval", "predict").
   Predictions predict_all(const ModelFlags& f, const TaskData& examples, const std::string& what) const {
-    const std::string name = resolve_backend(f.backend);
-    BackendOptions bo;
-    bo.attention = f.attention;
-    std::unique_ptr<Backend> backend = make_backend(name, bo);
-    ModelOptions mo;
-    mo.head = task_head(task);
-    mo.act = resolve_precision(f.precision, name);
-    mo.max_sequences = f.batch_size;
-    mo.max_tokens = f.batch_size * std::max<int64_t>(examples.max_length(), 1);
-    BertModel model(*backend, config, mo);
-    LoadReport report = load_weights(model, f.model_dir, false, 0);
-    ENGINE_CHECK(report.initialised.empty(), f.model_dir, ": the checkpoint has no trained head (missing ",
-                 report.initialised[0], "): fine-tune it first");
-    if (f.quiet) return predict(model, examples, labels, f.batch_size, 0);
+    serve::LoadedModel m = serve::load_model(*this, {f.backend, f.precision, f.attention},
+                                             f.batch_size * std::max<int64_t>(examples.max_length(), 1), f.batch_size);
+    if (f.quiet) return predict(*m.model, examples, labels, f.batch_size, 0);
     RowProgress progress(std::cerr, what, int64_t(examples.examples.size()));
-    return predict(model, examples, labels, f.batch_size, 0, [&](int64_t rows) { progress.update(rows); });
+    return predict(*m.model, examples, labels, f.batch_size, 0, [&](int64_t rows) { progress.update(rows); });
   }
 };
 
@@ -109,11 +81,7 @@ void print_predictions(const Predictions& p, const LabelMap& labels, std::ostrea
       j["value"] = p.logits[i][0];
     } else {
       const std::vector<float>& z = p.logits[i];
-      float m = *std::max_element(z.begin(), z.end());
-      double sum = 0;
-      for (float v : z) sum += std::exp(double(v - m));
-      std::vector<double> probs;
-      for (float v : z) probs.push_back(std::exp(double(v - m)) / sum);
+      std::vector<double> probs = serve::softmax(z);
       size_t best = size_t(std::max_element(z.begin(), z.end()) - z.begin());
       j["label"] = labels.name(int32_t(best));
       j["probabilities"] = probs;
