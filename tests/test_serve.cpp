@@ -617,7 +617,7 @@ TEST(ServeHttp, BurstFillsTheQueueSome429NoneLostOrMixedUp) {
   for (int t = 0; t < 12; ++t) {
     clients.emplace_back([&, t] {
       HttpClient c(s.port());
-      for (int attempt = 0; attempt < 100; ++attempt) {
+      for (int attempt = 0; attempt < 300; ++attempt) {  // at most ~30 s of retries
         HttpResult r = c.post("/predict", json{{"inputs", f.sentences[size_t(t)]}, {"raw_scores", true}}.dump());
         if (r.status == 429) {
           ++rejected;
@@ -635,7 +635,7 @@ TEST(ServeHttp, BurstFillsTheQueueSome429NoneLostOrMixedUp) {
           failures[size_t(t)] = "mixed up: " + r.body;
         return;
       }
-      failures[size_t(t)] = "still refused after 100 attempts";
+      failures[size_t(t)] = "still refused after 300 attempts";
     });
   }
   for (auto& c : clients) c.join();

@@ -39,6 +39,7 @@ trap cleanup EXIT
   echo "python: $($PYTHON -c 'import sys, torch, transformers, aiohttp; print(sys.version.split()[0], "torch", torch.__version__, "transformers", transformers.__version__, "aiohttp", aiohttp.__version__, "torch threads", torch.get_num_threads())')"
   echo "model: $(basename "$MODEL") ($(python3 -c "import json,sys; c=json.load(open(sys.argv[1])); print(c['num_hidden_layers'], 'layers, hidden', c['hidden_size'])" "$MODEL/config.json"))"
   echo "data: $DATA"
+  echo "load before: $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min; other work shares this machine)"
 } > "$OUT/machine.txt"
 cat "$OUT/machine.txt"
 
@@ -77,6 +78,7 @@ LOADGEN=("$PYTHON" bench/serve/loadgen.py --data "$DATA" --seconds "$SECONDS_PER
 "${LOADGEN[@]}" --url "http://127.0.0.1:$ENGINE_PORT/predict" --label engine | tee "$OUT/engine.jsonl"
 curl -s "http://127.0.0.1:$ENGINE_PORT/metrics" > "$OUT/engine_metrics.txt"
 "${LOADGEN[@]}" --url "http://127.0.0.1:$HF_PORT/predict" --label hf_pipeline | tee "$OUT/hf_pipeline.jsonl"
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$OUT/machine.txt"
 
 python3 - "$OUT" > "$OUT/table.md" <<'PY'
 import json, sys
