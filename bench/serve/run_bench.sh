@@ -31,13 +31,24 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# A path as results name it (engine/io/result_path.h): relative when under this directory, else its
+# last two components, so the raw output reads the same on any machine.
+name() {
+  local p
+  p=$(realpath -m "$1")
+  case $p in
+    "$PWD"/*) echo "${p#"$PWD"/}" ;;
+    *) echo "$(basename "$(dirname "$p")")/$(basename "$p")" ;;
+  esac
+}
+
 {
   echo "date: $(date -u +%FT%TZ)"
-  echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- engine bench || echo ' (dirty)')"
+  echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- engine bench ':!bench/results' || echo ' (dirty)')"
   echo "cpu: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores visible"
   echo "memory: $(free -g | awk '/Mem:/ {print $2}') GiB"
   echo "python: $($PYTHON -c 'import sys, torch, transformers, aiohttp; print(sys.version.split()[0], "torch", torch.__version__, "transformers", transformers.__version__, "aiohttp", aiohttp.__version__, "torch threads", torch.get_num_threads())')"
-  echo "model: $(basename "$MODEL") ($(python3 -c "import json,sys; c=json.load(open(sys.argv[1])); print(c['num_hidden_layers'], 'layers, hidden', c['hidden_size'])" "$MODEL/config.json"))"
+  echo "model: $(name "$MODEL") ($(python3 -c "import json,sys; c=json.load(open(sys.argv[1])); print(c['num_hidden_layers'], 'layers, hidden', c['hidden_size'])" "$MODEL/config.json"))"
   echo "data: $DATA"
   echo "load before: $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min; other work shares this machine)"
 } > "$OUT/machine.txt"
@@ -71,10 +82,10 @@ HF_PORT=$(wait_port "$TMP/hf.port" / POST)
 
 LOADGEN=("$PYTHON" bench/serve/loadgen.py --data "$DATA" --seconds "$SECONDS_PER_LEVEL" --concurrency "${LEVELS[@]}")
 {
-  echo "engine:      ${ENGINE_CMD[*]}" | sed "s|$TMP|TMP|"
-  echo "hf_pipeline: ${HF_CMD[*]}" | sed "s|$TMP|TMP|"
+  echo "engine:      ${ENGINE_CMD[*]}"
+  echo "hf_pipeline: ${HF_CMD[*]}"
   echo "load:        ${LOADGEN[*]} --url http://127.0.0.1:PORT/predict --label engine|hf_pipeline"
-} > "$OUT/commands.txt"
+} | sed -e "s|$TMP|TMP|g" -e "s|$MODEL|$(name "$MODEL")|g" -e "s|$PYTHON|$(name "$PYTHON")|g" > "$OUT/commands.txt"
 "${LOADGEN[@]}" --url "http://127.0.0.1:$ENGINE_PORT/predict" --label engine | tee "$OUT/engine.jsonl"
 curl -s "http://127.0.0.1:$ENGINE_PORT/metrics" > "$OUT/engine_metrics.txt"
 "${LOADGEN[@]}" --url "http://127.0.0.1:$HF_PORT/predict" --label hf_pipeline | tee "$OUT/hf_pipeline.jsonl"

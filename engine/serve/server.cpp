@@ -96,7 +96,7 @@ void Server::log(const std::string& line) {
 
 int Server::run() {
   if (!options_.port_file.empty()) write_file_atomically(options_.port_file, std::to_string(port()) + "\n");
-  log(dir_.path + " (" + task_name(dir_.task) + ", " + model_.backend_name + ", " + dtype_name(model_.act) +
+  log(io::result_path(dir_.path) + " (" + task_name(dir_.task) + ", " + model_.backend_name + ", " + dtype_name(model_.act) +
       ") on http://" + options_.http.host + ":" + std::to_string(port()));
   // The warm-up batch, on the batcher thread (which owns the model) before any request: /health
   // answers 200 only after the model ran once.
