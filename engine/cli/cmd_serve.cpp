@@ -44,7 +44,8 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--payload-limit", o->http.payload_limit, "bytes of a request body; beyond it 413")
       ->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--read-timeout", o->http.read_timeout_s,
-                  "seconds a connection may stay silent (mid-request or idle between requests) before it is closed")
+                  "seconds for a request's header, then its body, to arrive (and an idle keep-alive connection's\n"
+                  "wait for the next request) before the connection is closed")
       ->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--http-threads", o->http.threads, "threads that read, parse and tokenize requests")
       ->capture_default_str()->check(CLI::PositiveNumber);

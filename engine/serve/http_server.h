@@ -3,8 +3,9 @@
 // at any later time: the /predict handler replies from the batcher thread once its batch ran.
 //
 // Transport rules, answered here without calling the handler: a body over payload_limit gets 413
-// and the connection closes; a malformed request gets 400; a client that sends nothing for
-// read_timeout (mid-request, or idle between keep-alive requests) is disconnected.
+// and the connection closes; a malformed request gets 400; a client is disconnected when its
+// request's header, or then its body, takes longer than read_timeout to arrive (an idle keep-alive
+// connection too, after read_timeout without a new request).
 // Shutdown (SIGTERM or SIGINT when handle_signals, or stop()): the listening socket closes at once
 // (new connections are refused), idle connections close, requests already received are answered
 // (then their connections close), and run() returns when the last one is sent.
@@ -39,7 +40,7 @@ struct HttpOptions {
   int port = 8080;  // 0: any free port (see HttpServer::port)
   int threads = 2;  // threads reading, parsing and writing requests (and running the handler)
   size_t payload_limit = 2000000;  // bytes of a request body
-  double read_timeout_s = 10;      // see above
+  double read_timeout_s = 10;      // see above (also the limit for writing an answer)
   bool handle_signals = true;      // SIGTERM/SIGINT shut the server down
 };
 

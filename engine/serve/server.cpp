@@ -3,8 +3,6 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
-#include <future>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
@@ -36,6 +34,18 @@ HttpResponse error_response(int status, const std::string& message, const std::s
 }
 
 double seconds_between(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+// The tasks /predict answers; a task added to engine/train/task.h gets 501 until it is wired here.
+bool task_served(Task t) {
+  switch (t) {
+    case Task::classify:
+    case Task::regress:
+    case Task::tokens:
+      return true;
+    default:
+      return false;
+  }
+}
 
 // The answer for one input, as TEI gives it: every label with its score, highest first.
 json classify_answer(const std::vector<float>& logits, const LabelMap& labels, bool raw_scores) {
@@ -151,6 +161,9 @@ void Server::handle(HttpRequest req, Reply reply) {
 
 void Server::predict(const std::string& body, const Reply& reply, Clock::time_point arrived) {
   if (!ready_) return reply(error_response(503, "the model is warming up", "unhealthy"));
+  if (!task_served(dir_.task))
+    return reply(error_response(501, std::string("/predict does not support the task ") + task_name(dir_.task) + " yet",
+                                "backend"));
   auto job = std::make_shared<Job>();
   PredictRequest request;
   try {
@@ -196,7 +209,7 @@ void Server::predict(const std::string& body, const Reply& reply, Clock::time_po
           answers.push_back(words);
           break;
         }
-        default:
+        default:  // refused before tokenizing (task_served)
           return reply(error_response(501, std::string("/predict does not support the task ") + task_name(task) +
                                                " yet", "backend"));
       }
