@@ -8,10 +8,7 @@
 
 #include "engine/io/result_path.h"
 #include "engine/serve/api.h"
-
-#ifndef ENGINE_VERSION
-#define ENGINE_VERSION "unknown"
-#endif
+#include "engine_version.h"  // ENGINE_VERSION, written at build time (version.cmake)
 
 namespace engine::serve {
 
