@@ -10,8 +10,7 @@
 #include "engine/cli/commands.h"
 #include "engine/cli/data_flags.h"
 #include "engine/io/result_path.h"
-#include "engine/model/adapter_files.h"
-#include "engine/model/checkpoint.h"
+#include "engine/serve/predictor.h"
 #include "engine/train/metrics.h"
 #include "engine/train/progress.h"
 #include "engine/train/trainer.h"
@@ -47,65 +46,25 @@ void add_model_flags(CLI::App* cmd, ModelFlags& f) {
   cmd->add_flag("--quiet", f.quiet, "no progress on standard error");
 }
 
-// Before reading any data: a base checkpoint (no classifier, or one of another size) cannot score.
-void require_trained_head(const std::string& dir, const BertConfig& config) {
-  ENGINE_CHECK(checkpoint_head_matches(dir, config.num_labels) || !std::filesystem::exists(dir + "/model.safetensors"),
-               dir, ": the checkpoint has no trained head (no classifier with ", config.num_labels,
-               " outputs): fine-tune it first");
-}
-
 DataOptions data_options(const DataFlags& flags, const ModelFlags& f, const BertConfig& config, Task task);
 
-// A fine-tuned model directory: what it was trained for, its labels and tokenizer. The model itself
-// is built once the data is read, sized for its longest sequence.
-struct ModelDir {
-  BertConfig config;
-  Task task = Task::classify;
-  LabelMap labels;  // empty for regression
-  std::unique_ptr<tokenizer::BertTokenizer> tok;
+// A fine-tuned model directory (engine/serve/predictor.h, shared with `engine serve`) and how its
+// data is read. The model itself is built once the data is read, sized for its longest sequence.
+struct ModelDir : serve::ModelDir {
   DataOptions data;
 
-  ModelDir(const ModelFlags& f, const DataFlags& flags) {
-    // With an adapter, the labels and the vocabulary are the adapter directory's when it has them.
-    const bool adapted = !f.adapter_dir.empty();
-    ENGINE_CHECK(adapted || !is_adapter_dir(f.model_dir), f.model_dir,
-                 " is a LoRA adapter directory: pass the base model it adapts as --model and this directory as "
-                 "--adapter");
-    config = adapted ? adapted_model_config(f.model_dir, f.adapter_dir) : read_model_config(f.model_dir);
-    if (!adapted) require_trained_head(f.model_dir, config);
-    const std::string labels_dir = adapted && fs::exists(f.adapter_dir + "/config.json") ? f.adapter_dir : f.model_dir;
-    const std::string vocab_dir = adapted && fs::exists(f.adapter_dir + "/vocab.txt") ? f.adapter_dir : f.model_dir;
-    task = f.task.empty() ? task_of_model(config) : parse_task(f.task);
-    if (task != Task::regress) labels = LabelMap::from_hf_config(config.to_json(), labels_dir + "/config.json");
-    tok = std::make_unique<tokenizer::BertTokenizer>(tokenizer::BertTokenizer::from_model_dir(vocab_dir));
+  ModelDir(const ModelFlags& f, const DataFlags& flags) : serve::ModelDir(f.model_dir, f.task, f.adapter_dir) {
     data = data_options(flags, f, config, task);
   }
-  const LabelMap* label_map() const { return task == Task::regress ? nullptr : &labels; }
 
   // Builds the model on the chosen backend, loads its weights, and predicts for `examples`, showing
   // progress as `what` ("eval", "predict").
   Predictions predict_all(const ModelFlags& f, const TaskData& examples, const std::string& what) const {
-    const std::string name = resolve_backend(f.backend);
-    BackendOptions bo;
-    bo.attention = f.attention;
-    std::unique_ptr<Backend> backend = make_backend(name, bo);
-    ModelOptions mo;
-    mo.head = task_head(task);
-    mo.act = resolve_precision(f.precision, name);
-    mo.max_sequences = f.batch_size;
-    mo.max_tokens = f.batch_size * std::max<int64_t>(examples.max_length(), 1);
-    if (!f.adapter_dir.empty()) mo.lora = read_adapter_config(f.adapter_dir);
-    BertModel model(*backend, config, mo);
-    if (!f.adapter_dir.empty()) {
-      load_base_and_adapter(model, f.model_dir, f.adapter_dir);
-    } else {
-      LoadReport report = load_weights(model, f.model_dir, false, 0);
-      ENGINE_CHECK(report.initialised.empty(), f.model_dir, ": the checkpoint has no trained head (missing ",
-                   report.initialised[0], "): fine-tune it first");
-    }
-    if (f.quiet) return predict(model, examples, labels, f.batch_size, 0);
+    serve::LoadedModel m = serve::load_model(*this, {f.backend, f.precision, f.attention},
+                                             f.batch_size * std::max<int64_t>(examples.max_length(), 1), f.batch_size);
+    if (f.quiet) return predict(*m.model, examples, labels, f.batch_size, 0);
     RowProgress progress(std::cerr, what, int64_t(examples.examples.size()));
-    return predict(model, examples, labels, f.batch_size, 0, [&](int64_t rows) { progress.update(rows); });
+    return predict(*m.model, examples, labels, f.batch_size, 0, [&](int64_t rows) { progress.update(rows); });
   }
 };
 
@@ -139,11 +98,7 @@ void print_predictions(const Predictions& p, const TaskData& data, const LabelMa
       j["value"] = p.logits[i][0];
     } else {
       const std::vector<float>& z = p.logits[i];
-      float m = *std::max_element(z.begin(), z.end());
-      double sum = 0;
-      for (float v : z) sum += std::exp(double(v - m));
-      std::vector<double> probs;
-      for (float v : z) probs.push_back(std::exp(double(v - m)) / sum);
+      std::vector<double> probs = serve::softmax(z);
       size_t best = size_t(std::max_element(z.begin(), z.end()) - z.begin());
       j["label"] = labels.name(int32_t(best));
       j["probabilities"] = probs;

@@ -13,5 +13,6 @@ void add_eval_command(CLI::App& app);      // cmd_eval_predict.cpp
 void add_predict_command(CLI::App& app);   // cmd_eval_predict.cpp
 void add_bench_command(CLI::App& app);     // cmd_bench.cpp
 void add_merge_command(CLI::App& app);     // cmd_merge.cpp
+void add_serve_command(CLI::App& app);     // cmd_serve.cpp
 
 }  // namespace engine::cli

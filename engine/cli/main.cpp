@@ -27,6 +27,7 @@ int main(int argc, char** argv) {
   engine::cli::add_tokenize_command(app);
   engine::cli::add_bench_command(app);
   engine::cli::add_merge_command(app);
+  engine::cli::add_serve_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,60 @@
+// engine serve: a fine-tuned model behind HTTP with dynamic packed batching (engine/serve/server.h).
+#include <iostream>
+
+#include "engine/cli/commands.h"
+#include "engine/serve/server.h"
+
+namespace engine::cli {
+
+void add_serve_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand(
+      "serve",
+      "Serve a fine-tuned model over HTTP/1.1: POST /predict (text-embeddings-inference's API: \"inputs\" a\n"
+      "text, a pair [a, b] or a batch [[a], [a, b], ...]), GET /health, /info, /metrics (Prometheus).\n"
+      "Requests are packed into batches by a batcher thread. SIGTERM or SIGINT: stop accepting, answer the\n"
+      "requests in flight, exit 0.");
+  auto o = std::make_shared<serve::ServeOptions>();
+  auto max_wait_us = std::make_shared<int64_t>(2000);
+  cmd->add_option("--model", o->model_dir, "fine-tuned model directory (config.json, vocab.txt, model.safetensors)")
+      ->required();
+  cmd->add_option("--task", o->task, "classify, regress or tokens (default: what the model was trained for)");
+  cmd->add_option("--host", o->http.host, "IP address to listen on (0.0.0.0: every interface)")->capture_default_str();
+  cmd->add_option("--port", o->http.port, "port to listen on (0: any free port; see --port-file)")->capture_default_str();
+  cmd->add_option("--port-file", o->port_file, "write the port listened on to this file once listening");
+  cmd->add_option("--backend", o->runtime.backend, "cpu, cuda or auto")->capture_default_str();
+  cmd->add_option("--precision", o->runtime.precision, "bf16, fp32 or auto")->capture_default_str();
+  cmd->add_option("--attention", o->runtime.attention, "cuda attention: auto, flash, cudnn or simple")->capture_default_str();
+  cmd->add_option("--max-input-length", o->max_input_length,
+                  "tokens per input with [CLS]/[SEP] (default: the model's max_position_embeddings)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_flag("--auto-truncate", o->auto_truncate,
+                "cut long inputs when a request does not set \"truncate\" (default: answer 413)");
+  cmd->add_option("--max-batch-tokens", o->batch.max_batch_tokens, "tokens in one packed batch")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--max-batch-requests", o->batch.max_batch_sequences, "inputs (sequences) in one packed batch")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--max-wait-us", *max_wait_us,
+                  "how long the batcher waits after a request arrives for more to fill the batch (microseconds)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  cmd->add_option("--max-concurrent-requests", o->batch.max_queued,
+                  "requests accepted and not yet answered; beyond it 429 with Retry-After")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--max-client-batch-size", o->max_client_batch_size, "inputs in one request; beyond it 413")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--payload-limit", o->http.payload_limit, "bytes of a request body; beyond it 413")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--read-timeout", o->http.read_timeout_s,
+                  "seconds for a request's header, then its body, to arrive (and an idle keep-alive connection's\n"
+                  "wait for the next request) before the connection is closed")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--http-threads", o->http.threads, "threads that read, parse and tokenize requests")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->callback([o, max_wait_us] {
+    o->batch.max_wait = std::chrono::microseconds(*max_wait_us);
+    serve::Server server(*o, std::cerr);
+    const int code = server.run();
+    if (code != 0) std::exit(code);
+  });
+}
+
+}  // namespace engine::cli
