@@ -17,11 +17,14 @@ void add_serve_command(CLI::App& app) {
   auto max_wait_us = std::make_shared<int64_t>(2000);
   cmd->add_option("--model", o->model_dir, "fine-tuned model directory (config.json, vocab.txt, model.safetensors)")
       ->required();
+  cmd->add_option("--adapter", o->adapter_dir,
+                  "LoRA adapter directory (from `engine finetune --peft lora` or Hugging Face peft) applied to "
+                  "--model, the base it was trained on");
   cmd->add_option("--task", o->task, "classify, regress or tokens (default: what the model was trained for)");
   cmd->add_option("--host", o->http.host, "IP address to listen on (0.0.0.0: every interface)")->capture_default_str();
   cmd->add_option("--port", o->http.port, "port to listen on (0: any free port; see --port-file)")->capture_default_str();
   cmd->add_option("--port-file", o->port_file, "write the port listened on to this file once listening");
-  cmd->add_option("--backend", o->runtime.backend, "cpu, cuda or auto")->capture_default_str();
+  cmd->add_option("--backend", o->runtime.backend, "cpu, cpu-ref, cuda or auto")->capture_default_str();
   cmd->add_option("--precision", o->runtime.precision, "bf16, fp32 or auto")->capture_default_str();
   cmd->add_option("--attention", o->runtime.attention, "cuda attention: auto, flash, cudnn or simple")->capture_default_str();
   cmd->add_option("--max-input-length", o->max_input_length,

@@ -69,7 +69,7 @@ void write_file_atomically(const std::string& path, const std::string& text) {
 }  // namespace
 
 Server::Server(const ServeOptions& options, std::ostream& log_stream, RunnerWrap wrap)
-    : options_(options), log_(log_stream), dir_(options.model_dir, options.task) {
+    : options_(options), log_(log_stream), dir_(options.model_dir, options.task, options.adapter_dir) {
   const int64_t max_positions = dir_.config.max_position_embeddings;
   max_input_length_ = options_.max_input_length > 0 ? options_.max_input_length : max_positions;
   ENGINE_CHECK(max_input_length_ <= max_positions, "--max-input-length ", max_input_length_,
@@ -311,6 +311,7 @@ std::string Server::info_json() const {
   json j = {
       {"model_id", dir.filename().string()},
       {"model_dir", io::result_path(dir_.path)},
+      {"adapter_dir", dir_.adapter.empty() ? json(nullptr) : json(io::result_path(dir_.adapter))},
       {"task", task_name(dir_.task)},
       {"labels", dir_.labels.names()},
       {"max_input_length", max_input_length_},

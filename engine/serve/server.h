@@ -30,6 +30,7 @@ namespace engine::serve {
 
 struct ServeOptions {
   std::string model_dir, task;  // task empty: what the model was trained for
+  std::string adapter_dir;      // a LoRA adapter applied to model_dir (its base), or empty
   RuntimeOptions runtime;
   HttpOptions http;
   std::string port_file;         // written (atomically) with the bound port once listening
