@@ -711,6 +711,19 @@ TEST(ServeInProcess, AFailingBatchAnswers500OnlyToItsRequestsAndServingGoesOn) {
   std::ostringstream log;
   serve::Server server(o, log, wrap);
   std::future<int> code = std::async(std::launch::async, [&] { return server.run(); });
+  // However the test ends, the server stops (before the future's destructor waits for run()), and
+  // a server that does not stop ends the test process instead of hanging it.
+  struct StopAtExit {
+    serve::Server& server;
+    std::future<int>& code;
+    ~StopAtExit() {
+      server.stop();
+      if (code.valid() && code.wait_for(std::chrono::seconds(30)) != std::future_status::ready) {
+        std::fprintf(stderr, "the in-process server did not stop within 30 s\n");
+        std::_Exit(1);
+      }
+    }
+  } stop_at_exit{server, code};
   for (int k = 0; k < 600 && !server.ready(); ++k) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   ASSERT_TRUE(server.ready());
   HttpClient c(server.port());
@@ -722,6 +735,7 @@ TEST(ServeInProcess, AFailingBatchAnswers500OnlyToItsRequestsAndServingGoesOn) {
   server.stop();
   ASSERT_EQ(code.wait_for(std::chrono::seconds(30)), std::future_status::ready);
   EXPECT_EQ(code.get(), 0);
+  EXPECT_NE(log.str().find("stopped"), std::string::npos) << log.str();
 }
 
 }  // namespace

@@ -1,4 +1,5 @@
 // engine serve: a fine-tuned model behind HTTP with dynamic packed batching (engine/serve/server.h).
+#include <cstdlib>
 #include <iostream>
 
 #include "engine/cli/commands.h"
@@ -37,10 +38,10 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--max-batch-requests", o->batch.max_batch_sequences, "inputs (sequences) in one packed batch")
       ->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--max-wait-us", *max_wait_us,
-                  "how long the batcher waits after a request arrives for more to fill the batch (microseconds)")
+                  "how long the batcher waits, after the oldest waiting request arrived, for more to fill a batch (microseconds)")
       ->capture_default_str()->check(CLI::NonNegativeNumber);
   cmd->add_option("--max-concurrent-requests", o->batch.max_queued,
-                  "requests accepted and not yet answered; beyond it 429 with Retry-After")
+                  "requests queued or in the running batch; beyond it 429 with Retry-After")
       ->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--max-client-batch-size", o->max_client_batch_size, "inputs in one request; beyond it 413")
       ->capture_default_str()->check(CLI::PositiveNumber);

@@ -231,9 +231,15 @@ void HttpServer::Impl::begin_shutdown() {
   acceptor.close(ec);
   if (signals) signals->cancel(ec);
   if (shutdown_callback) shutdown_callback();
-  std::lock_guard<std::mutex> lock(sessions_mu);
-  for (auto& [id, weak] : sessions)
-    if (auto s = weak.lock()) s->close_if_idle();
+  // Taken under the lock, used and dropped outside it: dropping the last reference to a session
+  // runs its destructor, which takes the lock too.
+  std::vector<std::shared_ptr<Session>> open;
+  {
+    std::lock_guard<std::mutex> lock(sessions_mu);
+    for (auto& [id, weak] : sessions)
+      if (auto s = weak.lock()) open.push_back(std::move(s));
+  }
+  for (auto& s : open) s->close_if_idle();
 }
 
 HttpServer::HttpServer(const HttpOptions& options, Handler handler,

@@ -28,6 +28,8 @@
 
 namespace engine::serve {
 
+struct PredictRequest;  // api.h
+
 struct ServeOptions {
   std::string model_dir, task;  // task empty: what the model was trained for
   std::string adapter_dir;      // a LoRA adapter applied to model_dir (its base), or empty
@@ -58,7 +60,7 @@ class Server {
   void log(const std::string& line);
   void handle(HttpRequest req, Reply reply);
   void predict(const std::string& body, const Reply& reply, Clock::time_point arrived);
-  TaskData encode(const struct PredictRequest& request) const;
+  TaskData encode(const PredictRequest& request) const;
   std::string info_json() const;
   void run_batch(std::vector<Job*>& jobs);
 
