@@ -595,13 +595,16 @@ TEST(ServeHttp, SlowClientIsDisconnectedOthersAreServed) {
     std::string out = raw_exchange(s.port(), "POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"inputs\":", 20, &seconds);
     return std::make_pair(out, seconds);
   });
-  HttpClient c(s.port());
-  for (int k = 0; k < 3; ++k) EXPECT_EQ(c.post("/predict", json{{"inputs", f.sentences[size_t(k)]}}.dump()).status, 200);
+  // A new connection per request: on a loaded machine a kept-alive connection may sit idle past
+  // the short read timeout between two requests and be closed, which is this test's subject, not a
+  // failure of the others' service.
+  for (int k = 0; k < 3; ++k)
+    EXPECT_EQ(HttpClient(s.port()).post("/predict", json{{"inputs", f.sentences[size_t(k)]}}.dump()).status, 200);
   auto [answer, seconds] = slow.get();
   EXPECT_EQ(answer, "");        // closed without an answer
   EXPECT_GE(seconds, 0.4);      // after the read timeout
   EXPECT_LT(seconds, 15);       // not the client's own 20 s limit
-  EXPECT_EQ(c.get("/health").status, 200);
+  EXPECT_EQ(HttpClient(s.port()).get("/health").status, 200);
 }
 
 TEST(ServeHttp, BurstFillsTheQueueSome429NoneLostOrMixedUp) {
