@@ -375,6 +375,7 @@ TEST_F(QaFiles, TinyModelLossFallsOnRealSquad) {
   std::ostringstream log;
   FinetuneResult r = run_finetune(o, log);
   ASSERT_EQ(r.logged_losses.size(), 6u) << log.str();
+  RecordProperty("loss_ratio", std::to_string(r.logged_losses.back() / r.logged_losses.front()));
   EXPECT_GT(r.logged_losses.front(), 3.5) << log.str();
   EXPECT_LT(r.logged_losses.back(), 0.8 * r.logged_losses.front()) << log.str();
   EXPECT_NE(log.str().find("1407 questions in 2367 windows, SQuAD v2"), std::string::npos) << log.str();
