@@ -197,6 +197,20 @@ TEST(StepBench, LengthsFileBatchesAreConsecutiveAndCycle) {
               1e-6 * r["samples_per_s"].get<double>());
 }
 
+// --task qa times BertForQuestionAnswering's step (qa_outputs and the span loss) on the same
+// batches; the loss appears in the breakdown and the report names the task.
+TEST(StepBench, QuestionAnsweringHead) {
+  StepBenchOptions o = tiny_options();
+  o.task = "qa";
+  o.lengths = temp_file("qa_lengths.txt", "1\n9\n17\n").string();
+  const json r = run(o);
+  EXPECT_EQ(r["task"], "qa");
+  expect_stats(r["step_ms"]);
+  EXPECT_GT(r["breakdown_ms"]["loss"].get<double>(), 0.0);
+  o.task = "tokens";
+  expect_error([&] { run(o); }, "--task must be classify or qa");
+}
+
 TEST(StepBench, ConfigFromDirectory) {
   const fs::path dir = fs::temp_directory_path() / "engine_test_bench_model";
   fs::create_directories(dir);

@@ -70,7 +70,7 @@ TEST(SpanCrossEntropy, CpuGradientMatchesFiniteDifferences) {
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> normal(0.f, 2.f);
-  auto backend = make_backend("cpu");
+  auto backend = make_backend("cpu-ref");
   const std::vector<int32_t> cu = {0, 1, 6, 23, 26};
   const int64_t B = 4, T = 26;
   std::vector<int32_t> positions = {0, 0, -2, 4, int32_t(rng() % 17), int32_t(rng() % 17), 1, 3};  // 3 == len: ignored
@@ -375,6 +375,7 @@ TEST_F(QaFiles, TinyModelLossFallsOnRealSquad) {
   std::ostringstream log;
   FinetuneResult r = run_finetune(o, log);
   ASSERT_EQ(r.logged_losses.size(), 6u) << log.str();
+  RecordProperty("loss_ratio", std::to_string(r.logged_losses.back() / r.logged_losses.front()));
   EXPECT_GT(r.logged_losses.front(), 3.5) << log.str();
   EXPECT_LT(r.logged_losses.back(), 0.8 * r.logged_losses.front()) << log.str();
   EXPECT_NE(log.str().find("1407 questions in 2367 windows, SQuAD v2"), std::string::npos) << log.str();

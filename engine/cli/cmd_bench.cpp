@@ -22,6 +22,8 @@ void add_bench_command(CLI::App& app) {
   auto json_path = std::make_shared<std::string>();
   cmd->add_option("--config", o->config, "bert-tiny, bert-mini, bert-base, bert-large, or a model DIR / config.json")
       ->capture_default_str();
+  cmd->add_option("--task", o->task, "classify (pooler + classifier) or qa (qa_outputs + span loss, as BertForQuestionAnswering)")
+      ->capture_default_str();
   cmd->add_option("--seq", o->seq, "tokens per sequence, [CLS]/[SEP] included (fixed-length batches)")
       ->capture_default_str();
   cmd->add_option("--batch", o->batch, "sequences per batch")->capture_default_str();

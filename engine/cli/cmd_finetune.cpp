@@ -23,14 +23,14 @@ void add_finetune_command(CLI::App& app) {
   auto data = add_data_flags(cmd);
   auto lora = add_lora_flags(cmd);
   cmd->add_option("--model", o->model_dir, "Hugging Face model directory to start from");
-  cmd->add_option("--train", o->train_file, "training file (.tsv, .csv, .jsonl; CoNLL for --task tokens)");
+  cmd->add_option("--train", o->train_file, "training file (.tsv, .csv, .jsonl; CoNLL for --task tokens; SQuAD .json/.jsonl for qa)");
   cmd->add_option("--dev", o->dev_file, "evaluation file, scored during training");
   cmd->add_option("--test", o->test_file, "test file, scored at the end when it has labels");
-  cmd->add_option("--task", o->task, "classify, regress or tokens")->capture_default_str();
+  cmd->add_option("--task", o->task, "classify, regress, tokens or qa")->capture_default_str();
   cmd->add_option("--output-dir", o->output_dir, "where checkpoints, the final model and metrics.jsonl go")
       ->capture_default_str();
   cmd->add_option("--max-length", *max_length,
-                  "tokens per sequence, [CLS] and [SEP] included (default: 128, or the model's "
+                  "tokens per sequence, [CLS] and [SEP] included (default: 128, qa 384, or the model's "
                   "max_position_embeddings when smaller)")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--num-train-epochs", o->num_train_epochs, "epochs (may be fractional)")->capture_default_str();

@@ -32,11 +32,6 @@ std::string lstrip(const std::string& s) {
   return s.substr(size_t(p - reinterpret_cast<const unsigned char*>(s.data())));
 }
 
-struct Source {
-  const std::string& path;
-  std::string where(const std::string& id) const { return path + ": example '" + id + "'"; }
-};
-
 std::string string_field(const json& obj, const char* key, const std::string& where) {
   auto it = obj.find(key);
   ENGINE_CHECK(it != obj.end(), where, ": no \"", key, "\" field");
@@ -135,7 +130,7 @@ void read_squad_json(SquadFile& f, const json& root, bool answers_required) {
         ENGINE_CHECK(qa.is_object(), f.path, ": a question is ", qa.type_name(), ", expected an object");
         SquadExample e;
         e.id = id_field(qa, f.path + ": a question");
-        const std::string where = Source{f.path}.where(e.id);
+        const std::string where = f.path + ": example '" + e.id + "'";
         e.question = string_field(qa, "question", where);
         e.context = context;
         add_example(f, std::move(e), qa, answers_required, where, ids);

@@ -170,6 +170,11 @@ PackedBatch pack_lengths(const std::vector<int64_t>& lengths, const std::vector<
     b.cu_seqlens.push_back(b.cu_seqlens.back() + len);
     b.labels.push_back(labels[s]);
     b.targets.push_back(0.f);
+    // Answer spans (read by --task qa only): inside a real sequence; past the end of a filler, which
+    // the span loss ignores as the classification loss ignores its label -1.
+    const int32_t start = labels[s] < 0 ? len : int32_t(s % size_t(len));
+    b.span_positions.push_back(start);
+    b.span_positions.push_back(labels[s] < 0 ? len : std::min(len - 1, start + 3));
     b.example_index.push_back(int64_t(s));
     b.max_seqlen = std::max<int64_t>(b.max_seqlen, len);
   }
@@ -319,6 +324,7 @@ class Bench {
 void Bench::resolve() {
   profile_ = parse_profile_steps(o_.profile_steps);
   config_ = load_bench_config(o_.config);
+  ENGINE_CHECK(o_.task == "classify" || o_.task == "qa", "--task must be classify or qa (got '", o_.task, "')");
   config_.num_labels = 2;
   config_.id2label.clear();
   config_.problem_type.clear();
@@ -420,7 +426,7 @@ void Bench::measure_peak_gemm() {
 
 void Bench::build_model() {
   ModelOptions mo;
-  mo.head = Head::sequence_classification;
+  mo.head = o_.task == "qa" ? Head::question_answering : Head::sequence_classification;
   mo.act = act_;
   mo.max_tokens = max_tokens_;
   mo.max_sequences = max_sequences_;
@@ -656,6 +662,7 @@ json Bench::report() {
   r["attention"] = backend_name_ == "cuda" ? json(o_.attention)
                    : backend_name_ == "cpu"  ? json("cpu-per-sequence-head")
                                              : json("cpu-reference");
+  r["task"] = o_.task;
   r["config"] = {{"name", config_name_},
                  {"hidden_size", config_.hidden_size},
                  {"num_hidden_layers", config_.num_hidden_layers},

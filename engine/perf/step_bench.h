@@ -5,7 +5,8 @@
 // What one run does, in order:
 //   1. the peak GEMM: an n x n x n product through the backend's linear_forward (cuBLASLt bf16 on
 //      the GPU), best of a few, as the "measured peak" for MFU (n = 8192 on cuda, 256 on cpu);
-//   2. builds the model (random weights, num_labels 2) and the batches: fixed length (--seq,
+//   2. builds the model (random weights, num_labels 2; --task classify: pooler and classifier,
+//      --task qa: qa_outputs over every token and the span loss) and the batches: fixed length (--seq,
 //      --batch) or real lengths (--lengths FILE | sst2: consecutive lengths, cycling, --batch
 //      sequences per batch); random token ids and labels;
 //   3. warm-up steps (eager; the first on the largest batch, so the workspace has grown);
@@ -24,7 +25,7 @@
 // null where a number does not apply (e.g. datasheet peak of a CPU):
 // {
 //   "schema": "engine-bench/1", "engine_commit": "abc1234" | "unknown", "device": "NVIDIA H100 ...",
-//   "backend": "cuda", "precision": "bf16", "attention": "flash",
+//   "backend": "cuda", "precision": "bf16", "attention": "flash", "task": "classify" | "qa",
 //   "config": {"name", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
 //              "vocab_size", "max_position_embeddings", "num_labels", "parameters"},
 //   "batch": {"mode": "fixed" | "lengths", "seq": 128 | null, "batch": 32, "lengths_source": null | "FILE",
@@ -60,6 +61,7 @@ namespace engine::perf {
 
 struct StepBenchOptions {
   std::string config = "bert-base";  // bert-tiny, bert-mini, bert-base, bert-large, a model DIR or a config.json
+  std::string task = "classify";     // classify (pooler + classifier) or qa (qa_outputs + span loss)
   int64_t seq = 128;                 // tokens per sequence ([CLS] and [SEP] included) without --lengths
   int64_t batch = 32;                // sequences per batch
   std::string lengths;               // "": fixed --seq; a file of one length per line; "sst2"

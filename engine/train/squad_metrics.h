@@ -12,8 +12,10 @@
 // probabilities (null_odds.json), a question whose probability exceeds na_prob_thresh (1.0) counts
 // as predicted unanswerable. Reported: exact, f1, total, HasAns_* and NoAns_* over the answerable
 // and unanswerable questions, and with the probabilities best_exact / best_f1 and their thresholds
-// (the threshold on null_odds that would have scored best). Questions without a prediction are
-// left out of every count, as the official script does.
+// (the threshold on null_odds that would have scored best). v2 leaves questions without a prediction
+// out of every count (evaluate-v2.0.py leaves them out of exact, f1 and total, and fails on them in
+// HasAns/NoAns); v1.1 counts them as 0, as evaluate-v1.1.py does. The engine always predicts every
+// question.
 #pragma once
 #include <map>
 #include <string>

@@ -19,7 +19,7 @@
 namespace engine {
 namespace {
 
-BertConfig tiny_config() {
+BertConfig tiny_config(Head head = Head::sequence_classification) {
   BertConfig c;
   c.vocab_size = 100;
   c.hidden_size = 128;
@@ -27,12 +27,12 @@ BertConfig tiny_config() {
   c.num_attention_heads = 2;  // head dim 64, which the fused kernel supports
   c.intermediate_size = 256;
   c.max_position_embeddings = 160;
-  c.num_labels = 3;
+  c.num_labels = head == Head::question_answering ? 2 : 3;
   c.initializer_range = 0.1f;
   return c;
 }
 
-PackedBatch random_batch(std::mt19937_64& rng, const BertConfig& c) {
+PackedBatch random_batch(std::mt19937_64& rng, const BertConfig& c, Head head = Head::sequence_classification) {
   std::vector<TokenizedExample> examples;
   std::vector<int64_t> positions;
   for (int len : {1, 7, 129, 33, 64}) {
@@ -42,6 +42,10 @@ PackedBatch random_batch(std::mt19937_64& rng, const BertConfig& c) {
       e.type_ids.push_back(i > len / 2 ? 1 : 0);
     }
     e.label = int32_t(rng() % uint64_t(c.num_labels));
+    if (head == Head::question_answering) {  // an answer span; 64 (== the last length) is ignored
+      e.span_start = int32_t(rng() % uint64_t(len));
+      e.span_end = len == 64 ? 64 : int32_t(rng() % uint64_t(len));
+    }
     positions.push_back(int64_t(examples.size()));
     examples.push_back(std::move(e));
   }
@@ -56,7 +60,7 @@ struct StepRun {
 // With adapters (lora.r > 0), B is drawn too (peft starts it at zero, which would leave A without
 // gradient), from the same seed on both backends.
 StepRun make(const std::string& backend, DType act, const std::string& attention, uint64_t seed,
-             const LoraConfig& lora = {}) {
+             const LoraConfig& lora = {}, Head head = Head::sequence_classification) {
   StepRun s;
   BackendOptions bo;
   bo.attention = attention;
@@ -66,7 +70,8 @@ StepRun make(const std::string& backend, DType act, const std::string& attention
   mo.max_tokens = 512;
   mo.max_sequences = 8;
   mo.lora = lora;
-  s.model = std::make_unique<BertModel>(*s.backend, tiny_config(), mo);
+  mo.head = head;
+  s.model = std::make_unique<BertModel>(*s.backend, tiny_config(head), mo);
   s.model->init_weights(seed);
   std::mt19937_64 rng(seed);
   for (const ParamInfo& p : s.model->params().list()) {
@@ -90,13 +95,14 @@ double scaled_error(const std::vector<float>& a, const std::vector<float>& ref) 
 
 // qk_grad_tol: the tolerance of the query and key weights and biases, whose gradients come from dS.
 void compare_step(DType act, const std::string& attention, double logits_tol, double grad_tol, double qk_grad_tol,
-                  const LoraConfig& lora = {}) {
+                  const LoraConfig& lora = {}, Head head = Head::sequence_classification) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA GPU visible";
   const uint64_t seed = pick_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
-  PackedBatch batch = random_batch(rng, tiny_config());
-  StepRun cpu = make("cpu-ref", DType::f32, "simple", seed, lora), gpu = make("cuda", act, attention, seed, lora);
+  PackedBatch batch = random_batch(rng, tiny_config(head), head);
+  StepRun cpu = make("cpu-ref", DType::f32, "simple", seed, lora, head),
+          gpu = make("cuda", act, attention, seed, lora, head);
   if (act == DType::bf16) {
     // The CPU runs on the same bf16-rounded weights the GPU computes with.
     for (const ParamInfo& p : cpu.model->params().list()) {
@@ -117,10 +123,27 @@ void compare_step(DType act, const std::string& attention, double logits_tol, do
   EXPECT_LT(scaled_error(gpu.model->logits(), cpu.model->logits()), logits_tol) << "logits";
   float lc = cpu.model->loss(), lg = gpu.model->loss();
   EXPECT_LT(std::fabs(lg - lc), logits_tol * std::fabs(lc)) << "loss cpu " << lc << " gpu " << lg;
+  // Question answering: each sequence's softmax gradient sums to zero over its tokens, so the
+  // gradients of qa_outputs.bias and of the last layer's output LayerNorm bias (sums over tokens of
+  // d_logits and of d_logits W) are zero analytically: both backends must give a value far below
+  // the scale of qa_outputs.weight's gradient (finite: NaN fails).
+  const std::string last_ln_bias =
+      "bert.encoder.layer." + std::to_string(tiny_config().num_hidden_layers - 1) + ".output.LayerNorm.bias";
+  double head_scale = 0;
+  if (head == Head::question_answering)
+    for (float v : cpu.model->params().grad_host(*cpu.backend, "qa_outputs.weight"))
+      head_scale = std::max(head_scale, std::fabs(double(v)));
   for (const ParamInfo& p : cpu.model->params().list()) {
     if (!p.trainable) continue;  // frozen under adapters: no gradient
     double err = scaled_error(gpu.model->params().grad_host(*gpu.backend, p.name),
                               cpu.model->params().grad_host(*cpu.backend, p.name));
+    if (head == Head::question_answering && (p.name == "qa_outputs.bias" || p.name == last_ln_bias)) {
+      double largest = 0;
+      for (float v : gpu.model->params().grad_host(*gpu.backend, p.name))
+        largest = std::isfinite(v) ? std::max(largest, std::fabs(double(v))) : INFINITY;
+      EXPECT_LT(largest, grad_tol * head_scale) << "gradient of " << p.name << " should vanish";
+      continue;
+    }
     if (p.name.find("attention.self.key.bias") != std::string::npos) continue;  // analytically zero
     const bool qk = p.name.find("attention.self.query") != std::string::npos ||
                     p.name.find("attention.self.key") != std::string::npos;
@@ -140,6 +163,14 @@ TEST(CudaStep, Fp32MatchesCpu) { compare_step(DType::f32, "simple", 5e-5, 1e-4, 
 // kernel's dQ and dK at 2e-2 on N(0, 1) inputs.
 TEST(CudaStep, Bf16FlashWithinTolerance) { compare_step(DType::bf16, "flash", 3e-2, 6e-2, 12e-2); }
 TEST(CudaStep, Bf16SimpleAttentionWithinTolerance) { compare_step(DType::bf16, "simple", 3e-2, 6e-2, 6e-2); }
+// Question answering: qa_outputs over every token and the span loss (one softmax per sequence,
+// one sequence's end ignored), same tolerances as the classifier.
+TEST(CudaStep, QuestionAnsweringFp32MatchesCpu) {
+  compare_step(DType::f32, "simple", 5e-5, 1e-4, 1e-4, {}, Head::question_answering);
+}
+TEST(CudaStep, QuestionAnsweringBf16FlashWithinTolerance) {
+  compare_step(DType::bf16, "flash", 3e-2, 6e-2, 12e-2, {}, Head::question_answering);
+}
 
 // LoRA adapters on every linear layer, adapter dropout on: the adapters' and the classifier's
 // gradients (the only ones there are), with the tolerances of the plain step.
