@@ -51,6 +51,8 @@ def parse_args(argv):
     p.add_argument("--max-length", type=int, default=128, help="real lengths are cut here")
     p.add_argument("--workloads", default="minilm-fixed128,minilm-sst2,minilm-agnews,bert-base-fixed128")
     p.add_argument("--out", default="/tmp/cpu_vs_pytorch")
+    p.add_argument("--reuse", action="store_true",
+                   help="take a workload's results from --out when both sides' reports are already there")
     a = p.parse_args(argv)
     if not os.path.isfile(os.path.join(a.model, "config.json")):
         p.error(f"--model {a.model}: no config.json there")
@@ -121,10 +123,16 @@ def main(argv):
                       "--peak-gemm", str(args.peak_gemm), "--json", ejson] + common
         torch_cmd = [sys.executable, os.path.join(ROOT, "bench/pytorch_baseline.py"), "--device", "cpu", "--mode",
                      "eager", "--precision", "fp32", "--json", tjson] + common
-        print(f"{name}: engine ...", file=sys.stderr, flush=True)
-        _, engine_rss = run_measured(engine_cmd, os.path.join(args.out, f"engine-{name}.log"))
-        print(f"{name}: pytorch ...", file=sys.stderr, flush=True)
-        _, torch_rss = run_measured(torch_cmd, os.path.join(args.out, f"torch-{name}.log"))
+        rss_file = os.path.join(args.out, f"peak-rss-{name}.json")
+        if args.reuse and all(os.path.isfile(f) for f in (ejson, tjson, rss_file)):
+            engine_rss, torch_rss = json.load(open(rss_file))
+        else:
+            print(f"{name}: engine ...", file=sys.stderr, flush=True)
+            _, engine_rss = run_measured(engine_cmd, os.path.join(args.out, f"engine-{name}.log"))
+            print(f"{name}: pytorch ...", file=sys.stderr, flush=True)
+            _, torch_rss = run_measured(torch_cmd, os.path.join(args.out, f"torch-{name}.log"))
+            with open(rss_file, "w") as f:
+                json.dump([engine_rss, torch_rss], f)
         e, t = json.load(open(ejson)), json.load(open(tjson))["runs"][0]
         mean_tokens = e["batch"]["mean_tokens"]
         matmul_ms = e["breakdown_ms"]["matmuls"]

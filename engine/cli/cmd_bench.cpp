@@ -1,7 +1,7 @@
 // `engine bench`: the end-to-end fine-tune step bench (engine/perf/step_bench.h). With no
 // arguments it times BERT-base at sequence length 128, batch 32, on the GPU when one is visible
-// (bf16, CUDA graphs on) and otherwise on the CPU reference backend (a few steps, numbers for
-// reference only). --json writes the full report (schema in step_bench.h).
+// (bf16, CUDA graphs on) and otherwise on the fast CPU backend (a few steps; --backend cpu-ref runs
+// the plain-loop reference). --json writes the full report (schema in step_bench.h).
 #include <fstream>
 #include <iostream>
 

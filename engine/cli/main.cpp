@@ -19,7 +19,7 @@ int main(int argc, char** argv) {
   app.add_option_function<int>(
          "--threads", [](const int& n) { engine::set_cpu_threads(n); },
          "CPU threads for the whole run: the cpu backend's ops and its BLAS (default 0: all cores)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::Range(0, 4096));
   engine::cli::add_info_command(app);
   engine::cli::add_finetune_command(app);
   engine::cli::add_eval_command(app);

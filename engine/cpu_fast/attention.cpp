@@ -9,6 +9,7 @@
 // Same definitions as the reference (engine/cpu/attention.cpp), f32 arithmetic. Pairs are spread
 // over threads (each pair computed whole by one thread with serial BLAS calls), so a
 // pair's result does not depend on the thread count or on which thread ran it.
+#include <algorithm>
 #include <cmath>
 
 #include "engine/cpu/kernels.h"

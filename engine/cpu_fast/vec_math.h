@@ -3,7 +3,6 @@
 // multipliers drawn from the same Philox stream as every other backend (engine/philox.h).
 // Internal to engine/cpu_fast/.
 #pragma once
-#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>

@@ -346,8 +346,8 @@ void Bench::resolve() {
   backend_name_ = resolve_backend(o_.backend);
   act_ = resolve_precision(o_.precision, backend_name_);
   const bool gpu = backend_name_ == "cuda";
-  // The CPU reference runs BERT-base at a few GFLOP/s (minutes per step): one timed step and one
-  // instrumented step by default there.
+  // On the CPU a BERT-base step takes about a minute on 2 cores (the fast backend) to many minutes
+  // (the reference): one timed step and one instrumented step by default there.
   if (o_.warmup < 0) o_.warmup = gpu ? 10 : 0;
   if (o_.steps < 0) o_.steps = gpu ? 50 : 1;
   if (o_.breakdown_steps < 0) o_.breakdown_steps = gpu ? 5 : 1;
