@@ -792,6 +792,9 @@ TEST(ServeHttp, QaAnswersEqualEnginePredictOverSeveralWindows) {
   expect_error(c.post("/predict", json{{"inputs", mixed}}.dump()), 422, "input 1 is a single text");
   const json blank_context = json::array({cases[0].question, " \t"});
   expect_error(c.post("/predict", json{{"inputs", blank_context}}.dump()), 422, "empty context");
+  // A question that leaves the context no room in a 24-token window.
+  const json long_question = json::array({f.sentences[0] + " " + f.sentences[1] + " " + f.sentences[2], "a context"});
+  expect_error(c.post("/predict", json{{"inputs", long_question}}.dump()), 422, "'input 0': the question");
   EXPECT_EQ(c.post("/predict", json{{"inputs", qa_pair(cases[1])}}.dump()).status, 200);  // still serving
 }
 

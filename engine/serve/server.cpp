@@ -326,7 +326,7 @@ TaskData Server::encode_qa(const PredictRequest& request) const {
                      where + " is a single text: a question answering model takes a [question, context] pair");
     if (blank(in.a)) throw ApiError(422, "validation", where + " has an empty question");
     if (blank(*in.b)) throw ApiError(422, "validation", where + " has an empty context");
-    set->file.examples.push_back({std::to_string(i), in.a, *in.b, {}});  // id: the input's position
+    set->file.examples.push_back({where, in.a, *in.b, {}});  // the id names the input in errors
   }
   QaWindows w = make_qa_windows(set->file, *dir_.tok, int(max_input_length_), options_.qa.doc_stride, 1);
   set->features = std::move(w.features);
