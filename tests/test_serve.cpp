@@ -1,10 +1,13 @@
 // `engine serve`: the TEI request rules (no sockets), the dynamic batcher with a stand-in runner,
 // and the real server binary on an ephemeral loopback port queried by a real HTTP client: answers
-// equal `engine predict`, order under concurrency, /health /info /metrics, every error path, a
-// full queue, a slow client, SIGTERM during load; and, in process, a failing batch.
+// equal `engine predict` (question answering too, over contexts of several windows), order under
+// concurrency, /health /info /metrics, every error path, a full queue, a slow client, SIGTERM
+// during load; and, in process, a failing batch.
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <future>
 #include <map>
 #include <random>
@@ -234,12 +237,12 @@ TEST(ServeBatcher, RefusesWhenFullThenAnswersAllOnStop) {
 // ---------------------------------------------------------------- models and references
 
 // Tiny random models over the synthetic vocabulary: classify (labels neg/pos), regress (one
-// output), tokens (three tags), and sentences of the synthetic task to send them.
+// output), tokens (three tags), qa (start/end logits), and sentences of the synthetic task to send them.
 struct Fixture {
   fs::path root;
   SyntheticTask task;
   std::vector<std::string> sentences;
-  fs::path classify, regress, tokens;
+  fs::path classify, regress, tokens, qa;
   ~Fixture() {
     std::error_code ec;
     fs::remove_all(root, ec);
@@ -261,7 +264,7 @@ void save_model(const SyntheticTask& task, const fs::path& dir, int64_t labels, 
   c.intermediate_size = 64;
   c.max_position_embeddings = 64;
   c.num_labels = labels;
-  c.id2label = {{0, "O"}, {1, "B-X"}, {2, "I-X"}};
+  if (head == Head::token_classification) c.id2label = {{0, "O"}, {1, "B-X"}, {2, "I-X"}};
   auto backend = make_backend("cpu");
   BertModel model(*backend, c, ModelOptions{head});
   model.init_weights(seed);
@@ -279,23 +282,26 @@ const Fixture& fixture() {
     x.classify = x.root / "classify";
     x.regress = x.root / "regress";
     x.tokens = x.root / "tokens";
+    x.qa = x.root / "qa";
     const uint64_t seed = pick_seed();
     save_model(x.task, x.classify, 2, Head::sequence_classification, seed);
     save_model(x.task, x.regress, 1, Head::sequence_classification, seed + 1);
     save_model(x.task, x.tokens, 3, Head::token_classification, seed + 2);
+    save_model(x.task, x.qa, 2, Head::question_answering, seed + 3);
     return x;
   }();
   return f;
 }
 
-// `engine predict` on these lines (a tab separates a pair): one JSON object per line.
-std::vector<json> engine_predict(const fs::path& model, const std::vector<std::string>& lines) {
+// `engine predict` on these lines (a tab separates a pair; qa: JSON objects): one JSON object per line.
+std::vector<json> engine_predict(const fs::path& model, const std::vector<std::string>& lines,
+                                 const std::string& args = "") {
   const fs::path in = fs::temp_directory_path() / ("engine_serve_lines_" + unique_suffix());
   {
     std::ofstream out(in);
     for (const std::string& l : lines) out << l << "\n";
   }
-  const std::string cmd = engine_binary() + " predict --quiet --model " + model.string() + " < " + in.string();
+  const std::string cmd = engine_binary() + " predict --quiet --model " + model.string() + " " + args + " < " + in.string();
   FILE* pipe = popen(cmd.c_str(), "r");
   std::string text;
   char buf[4096];
@@ -680,6 +686,157 @@ TEST(ServeHttp, SigtermAnswersRequestsInFlightThenExitsZero) {
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 30);
   EXPECT_NE(s.log().find("shutting down"), std::string::npos) << s.log();
   EXPECT_EQ(HttpClient(s.port(), 5).get("/health").status, -1);  // no longer listening
+}
+
+// ---------------------------------------------------------------- question answering
+
+// A question (the first words of a sentence) and a context of one to five sentences: at
+// --max-input-length 24 the longer contexts need several windows.
+struct QaCase {
+  std::string question, context;
+};
+
+std::vector<QaCase> qa_cases(const Fixture& f) {
+  std::vector<QaCase> cases;
+  for (size_t i = 0; i < 8; ++i) {
+    std::istringstream words(f.sentences[i]);
+    std::string w, question;
+    for (int k = 0; k < 3 && words >> w; ++k) question += (k ? " " : "") + w;
+    std::string context;
+    for (size_t k = 0; k <= i % 5; ++k) context += (k ? " " : "") + f.sentences[20 + i * 5 + k];
+    cases.push_back({question, context});
+  }
+  return cases;
+}
+
+// `engine predict --task qa` from standard input on the cases, with these flags.
+std::vector<json> qa_predict(const Fixture& f, const std::vector<QaCase>& cases, const std::string& args) {
+  std::vector<std::string> lines;
+  for (const QaCase& c : cases) lines.push_back(json{{"question", c.question}, {"context", c.context}}.dump());
+  return engine_predict(f.qa, lines, args);
+}
+
+json qa_pair(const QaCase& c) { return json::array({c.question, c.context}); }
+
+// The server's answer is predict's, less the id: same text and offsets, same score.
+std::string qa_mismatch(const json& got, const json& want) {
+  if (!got.is_object()) return "not an answer: " + got.dump();
+  bool same = got.value("answer", "?") == want.at("answer").get<std::string>() &&
+              got.value("start", -1) == want.at("start") && got.value("end", -1) == want.at("end") &&
+              got.contains("score") &&
+              std::fabs(got["score"].get<double>() - want.at("score").get<double>()) <= 1e-6 &&
+              got.contains("null_odds") == want.contains("null_odds");
+  if (same && want.contains("null_odds"))
+    same = std::fabs(got["null_odds"].get<double>() - want["null_odds"].get<double>()) <= 1e-6;
+  return same ? "" : got.dump() + " != predict's " + want.dump();
+}
+
+TEST(ServeHttp, QaAnswersEqualEnginePredictOverSeveralWindows) {
+  const Fixture& f = fixture();
+  const std::vector<QaCase> cases = qa_cases(f);
+  const std::vector<json> want = qa_predict(f, cases, "--max-length 24 --doc-stride 8");
+  ASSERT_EQ(want.size(), cases.size());
+  // The cases do need several windows per context (else this would not test them).
+  {
+    SquadFile file;
+    for (size_t i = 0; i < cases.size(); ++i)
+      file.examples.push_back({std::to_string(i), cases[i].question, cases[i].context, {}});
+    const tokenizer::BertTokenizer tok = tokenizer::BertTokenizer::from_model_dir(f.qa.string());
+    std::vector<int> windows(cases.size());
+    for (const QaFeature& w : make_qa_windows(file, tok, 24, 8, 1).features) ++windows[size_t(w.example)];
+    EXPECT_GE(*std::max_element(windows.begin(), windows.end()), 3);
+  }
+  // A random model still picks spans: not every answer is the "nothing qualifies" one.
+  EXPECT_TRUE(std::any_of(want.begin(), want.end(), [](const json& a) { return a.at("answer") != "empty"; }));
+
+  ServerProcess s(f.qa.string(), {"--max-input-length", "24", "--doc-stride", "8", "--max-wait-us", "20000",
+                                  "--http-threads", "4"});
+  ASSERT_TRUE(s.wait_ready()) << s.log();
+  HttpClient c(s.port());
+  json info = json::parse(c.get("/info").body);
+  EXPECT_EQ(info.at("task"), "qa");
+  EXPECT_EQ(info.at("max_input_length"), 24);
+  EXPECT_EQ(info.at("qa").at("doc_stride"), 8);
+
+  // One batch request: answers in input order.
+  json batch = json::array();
+  for (const QaCase& q : cases) batch.push_back(qa_pair(q));
+  HttpResult r = c.post("/predict", json{{"inputs", batch}}.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  json got = json::parse(r.body);
+  ASSERT_TRUE(got.is_array() && got.size() == cases.size()) << r.body;
+  for (size_t i = 0; i < cases.size(); ++i) EXPECT_EQ(qa_mismatch(got[i], want[i]), "") << "input " << i;
+
+  // One pair per request, from four clients at once in different orders: the batcher packs the
+  // windows of several requests together, and each request gets its own answer.
+  std::vector<std::string> failures(4);
+  std::vector<std::thread> clients;
+  for (size_t t = 0; t < 4; ++t)
+    clients.emplace_back([&, t] {
+      HttpClient mine(s.port());
+      for (size_t k = 0; k < 2 * cases.size(); ++k) {
+        const size_t i = (k * (t + 1) + t) % cases.size();
+        HttpResult one = mine.post("/predict", json{{"inputs", qa_pair(cases[i])}}.dump());
+        const std::string bad = one.status != 200 ? "status " + std::to_string(one.status) + " " + one.body + one.error
+                                                  : qa_mismatch(json::parse(one.body), want[i]);
+        if (!bad.empty()) {
+          failures[t] = "input " + std::to_string(i) + ": " + bad;
+          return;
+        }
+      }
+    });
+  for (auto& t : clients) t.join();
+  for (size_t t = 0; t < 4; ++t) EXPECT_EQ(failures[t], "") << "client " << t;
+
+  // A QA model takes [question, context] pairs only.
+  expect_error(c.post("/predict", json{{"inputs", cases[0].question}}.dump()), 422, "[question, context] pair");
+  expect_error(c.post("/predict", json{{"inputs", json::array({cases[0].question})}}.dump()), 422, "pair");
+  const json mixed = json::array({qa_pair(cases[0]), json::array({"alone"})});
+  expect_error(c.post("/predict", json{{"inputs", mixed}}.dump()), 422, "input 1 is a single text");
+  const json blank_context = json::array({cases[0].question, " \t"});
+  expect_error(c.post("/predict", json{{"inputs", blank_context}}.dump()), 422, "empty context");
+  // A question that leaves the context no room in a 24-token window.
+  const json long_question = json::array({f.sentences[0] + " " + f.sentences[1] + " " + f.sentences[2], "a context"});
+  expect_error(c.post("/predict", json{{"inputs", long_question}}.dump()), 422, "'input 0': the question");
+  EXPECT_EQ(c.post("/predict", json{{"inputs", qa_pair(cases[1])}}.dump()).status, 200);  // still serving
+}
+
+// SQuAD v2 answers (null_odds in each answer, "" where the null score wins by more than the
+// threshold) as predict gives them with the same flags, and a request with more windows than one
+// batch holds is a 413.
+TEST(ServeHttp, QaVersion2AndRequestsLargerThanABatch) {
+  const Fixture& f = fixture();
+  const std::vector<QaCase> cases = qa_cases(f);
+  const std::string flags =
+      "--max-length 24 --version-2-with-negative --doc-stride 8 --n-best-size 5 --max-answer-length 6";
+  // A threshold between the cases' null odds, so that some answers are null and some are not.
+  std::vector<double> odds;
+  for (const json& a : qa_predict(f, cases, flags)) odds.push_back(a.at("null_odds").get<double>());
+  ASSERT_EQ(odds.size(), cases.size());
+  std::sort(odds.begin(), odds.end());
+  std::ostringstream threshold;
+  threshold.precision(9);
+  threshold << (odds[3] + odds[4]) / 2;
+  const std::vector<json> want = qa_predict(f, cases, flags + " --null-score-diff-threshold " + threshold.str());
+  ASSERT_EQ(want.size(), cases.size());
+  EXPECT_TRUE(std::any_of(want.begin(), want.end(), [](const json& a) { return a.at("answer") == ""; }));
+  EXPECT_TRUE(std::any_of(want.begin(), want.end(), [](const json& a) { return a.at("answer") != ""; }));
+
+  ServerProcess s(f.qa.string(), {"--max-input-length", "24", "--version-2-with-negative", "--doc-stride", "8",
+                                  "--n-best-size", "5", "--max-answer-length", "6", "--null-score-diff-threshold",
+                                  threshold.str(), "--max-batch-requests", "16"});
+  ASSERT_TRUE(s.wait_ready()) << s.log();
+  HttpClient c(s.port());
+  for (size_t i = 0; i < cases.size(); ++i) {
+    HttpResult r = c.post("/predict", json{{"inputs", qa_pair(cases[i])}}.dump());
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(qa_mismatch(json::parse(r.body), want[i]), "") << "input " << i;
+  }
+  // Forty sentences of context make more windows than --max-batch-requests 16.
+  std::string context;
+  for (size_t k = 0; k < 40; ++k) context += (k ? " " : "") + f.sentences[k];
+  expect_error(c.post("/predict", json{{"inputs", json::array({"a question", context})}}.dump()), 413, "windows");
+  EXPECT_TRUE(s.alive());
 }
 
 TEST(ServeHttp, BadModelOrPortIsAClearErrorAndNonZeroExit) {

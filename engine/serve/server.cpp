@@ -8,6 +8,7 @@
 
 #include "engine/io/result_path.h"
 #include "engine/serve/api.h"
+#include "tokenizer/utf8.h"
 #include "engine_version.h"  // ENGINE_VERSION, written at build time (version.cmake)
 
 namespace engine::serve {
@@ -38,6 +39,7 @@ bool task_served(Task t) {
     case Task::classify:
     case Task::regress:
     case Task::tokens:
+    case Task::qa:
       return true;
     default:
       return false;
@@ -53,6 +55,27 @@ json classify_answer(const std::vector<float>& logits, const LabelMap& labels, b
   json out = json::array();
   for (const auto& [score, id] : scored) out.push_back({{"label", labels.name(id)}, {"score", score}});
   return out;
+}
+
+// One question's answer, with the fields `engine predict --task qa` prints (less the id).
+json qa_answer(const QaAnswer& a, bool version_2) {
+  json j = {{"answer", a.text}, {"score", a.probability}, {"start", a.start}, {"end", a.end}};
+  if (version_2) j["null_odds"] = a.null_odds;
+  return j;
+}
+
+// True for a text of nothing but whitespace (Python's str.isspace), which SQuAD reading refuses as
+// a question or context.
+bool blank(const std::string& s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const auto* end = p + s.size();
+  while (p < end) {
+    uint32_t cp;
+    const size_t n = tokenizer::decode_utf8(p, end, &cp);
+    if (!is_python_space(cp)) return false;
+    p += n;
+  }
+  return true;
 }
 
 // Writes text to path through a temporary name, so a reader never sees half of it.
@@ -71,13 +94,18 @@ void write_file_atomically(const std::string& path, const std::string& text) {
 Server::Server(const ServeOptions& options, std::ostream& log_stream, RunnerWrap wrap)
     : options_(options), log_(log_stream), dir_(options.model_dir, options.task, options.adapter_dir) {
   const int64_t max_positions = dir_.config.max_position_embeddings;
-  max_input_length_ = options_.max_input_length > 0 ? options_.max_input_length : max_positions;
+  // qa: windows as long as `engine predict --task qa` cuts them by default (run_qa.py's 384).
+  const int64_t default_length = dir_.task == Task::qa ? std::min<int64_t>(384, max_positions) : max_positions;
+  max_input_length_ = options_.max_input_length > 0 ? options_.max_input_length : default_length;
   ENGINE_CHECK(max_input_length_ <= max_positions, "--max-input-length ", max_input_length_,
                " exceeds the model's max_position_embeddings ", max_positions);
   ENGINE_CHECK(options_.batch.max_batch_tokens >= max_input_length_, "--max-batch-tokens ",
                options_.batch.max_batch_tokens, " is smaller than one input of the maximum length (",
                max_input_length_, ")");
   ENGINE_CHECK(options_.max_client_batch_size > 0, "--max-client-batch-size must be positive");
+  ENGINE_CHECK(options_.qa.doc_stride >= 0, "--doc-stride must not be negative");
+  ENGINE_CHECK(options_.qa.n_best_size > 0 && options_.qa.max_answer_length > 0,
+               "--n-best-size and --max-answer-length must be positive");
   model_ = load_model(dir_, options_.runtime, options_.batch.max_batch_tokens, options_.batch.max_batch_sequences);
 
   DynamicBatcher::Runner model_runner = [this](std::vector<Job*>& jobs) { run_batch(jobs); };
@@ -108,8 +136,8 @@ int Server::run() {
   // The warm-up batch, on the batcher thread (which owns the model) before any request: /health
   // answers 200 only after the model ran once.
   batcher_->start([this] {
-    PredictRequest probe;
-    probe.inputs.push_back({"warm up", std::nullopt});
+    PredictRequest probe;  // a qa model takes a [question, context] pair
+    probe.inputs.push_back({"warm up", dir_.task == Task::qa ? std::optional<std::string>("warm up") : std::nullopt});
     Job job;
     job.input = encode(probe);
     std::vector<Job*> batch = {&job};
@@ -170,14 +198,16 @@ void Server::predict(const std::string& body, const Reply& reply, Clock::time_po
                                             " > maximum allowed batch size " +
                                             std::to_string(options_.max_client_batch_size) + " (--max-client-batch-size)");
     job->input = encode(request);
+    // A qa request has one sequence per window of its contexts.
+    const std::string sequences = dir_.task == Task::qa ? " windows" : " inputs";
     if (job->tokens() > options_.batch.max_batch_tokens || job->sequences() > options_.batch.max_batch_sequences)
-      throw ApiError(413, "validation", "the request has " + std::to_string(job->sequences()) + " inputs and " +
+      throw ApiError(413, "validation", "the request has " + std::to_string(job->sequences()) + sequences + " and " +
                                             std::to_string(job->tokens()) + " tokens, more than one batch holds (" +
-                                            std::to_string(options_.batch.max_batch_sequences) + " inputs, " +
+                                            std::to_string(options_.batch.max_batch_sequences) + sequences + ", " +
                                             std::to_string(options_.batch.max_batch_tokens) + " tokens)");
   } catch (const ApiError& e) {
     return reply(error_response(e.status, e.what(), e.type));
-  } catch (const Error& e) {  // the tokenizer's (a truncation it cannot do)
+  } catch (const Error& e) {  // the tokenizer's (a truncation it cannot do, a question too long for a window)
     return reply(error_response(422, e.what(), "tokenizer"));
   }
   const Task task = dir_.task;
@@ -197,6 +227,9 @@ void Server::predict(const std::string& body, const Reply& reply, Clock::time_po
           answers.push_back(json::array({{{"label", label}, {"score", j.output.logits[i][0]}}}));
           break;
         }
+        case Task::qa:
+          answers.push_back(qa_answer(j.output.answers[i], options_.qa.version_2_with_negative));
+          break;
         case Task::tokens: {
           // One {word, label} per word that kept a token, in order.
           json words = json::array();
@@ -224,6 +257,7 @@ void Server::predict(const std::string& body, const Reply& reply, Clock::time_po
 // Tokenizes a request's inputs (on the request thread). Long inputs: 413 unless truncate, then cut
 // to max_input_length from the end (right) or, for single texts, from the start (left).
 TaskData Server::encode(const PredictRequest& request) const {
+  if (dir_.task == Task::qa) return encode_qa(request);
   const bool truncate = request.truncate.value_or(options_.auto_truncate);
   const int limit = int(max_input_length_);
   TaskData data;
@@ -277,22 +311,71 @@ TaskData Server::encode(const PredictRequest& request) const {
   return data;
 }
 
+// qa: each input a [question, context] pair, cut into the windows `engine predict --task qa` cuts
+// (make_qa_windows); the job carries its questions with the windows for post-processing.
+TaskData Server::encode_qa(const PredictRequest& request) const {
+  auto set = std::make_shared<QaSet>();
+  set->file.path = "request";
+  set->options = options_.qa;
+  set->version_2 = options_.qa.version_2_with_negative;  // as predict decides for questions without answers
+  for (size_t i = 0; i < request.inputs.size(); ++i) {
+    const TextInput& in = request.inputs[i];
+    const std::string where = "input " + std::to_string(i);
+    if (!in.b)
+      throw ApiError(422, "validation",
+                     where + " is a single text: a question answering model takes a [question, context] pair");
+    if (blank(in.a)) throw ApiError(422, "validation", where + " has an empty question");
+    if (blank(*in.b)) throw ApiError(422, "validation", where + " has an empty context");
+    set->file.examples.push_back({where, in.a, *in.b, {}});  // the id names the input in errors
+  }
+  QaWindows w = make_qa_windows(set->file, *dir_.tok, int(max_input_length_), options_.qa.doc_stride, 1);
+  set->features = std::move(w.features);
+  TaskData data;
+  data.task = Task::qa;
+  data.examples = std::move(w.examples);
+  data.qa = std::move(set);
+  return data;
+}
+
 // One packed batch of every job's inputs through engine::predict (the code `engine predict` runs),
 // then each job takes its own rows back.
 void Server::run_batch(std::vector<Job*>& jobs) {
   TaskData all;
   all.task = dir_.task;
-  for (Job* job : jobs)
+  // qa: the jobs' questions as one set, each window still pointing at its own question, so
+  // post-processing (postprocess_qa, inside engine::predict) answers every question from its windows.
+  std::shared_ptr<QaSet> qa;
+  if (dir_.task == Task::qa) {
+    qa = std::make_shared<QaSet>();
+    qa->options = options_.qa;
+    qa->version_2 = options_.qa.version_2_with_negative;
+  }
+  for (Job* job : jobs) {
+    if (qa) {
+      const int64_t first = int64_t(qa->file.examples.size());
+      for (const SquadExample& ex : job->input.qa->file.examples) qa->file.examples.push_back(ex);
+      for (QaFeature f : job->input.qa->features) {
+        f.example += first;
+        qa->features.push_back(std::move(f));
+      }
+    }
     for (size_t i = 0; i < job->input.examples.size(); ++i) {
       TokenizedExample e = job->input.examples[i];
       e.index = int64_t(all.examples.size());
       all.examples.push_back(std::move(e));
       if (dir_.task == Task::tokens) all.first_piece_word.push_back(job->input.first_piece_word[i]);
     }
+  }
+  all.qa = qa;
   Predictions p = engine::predict(*model_.model, all, dir_.labels, int64_t(all.examples.size()), 0);
-  size_t row = 0;
+  size_t row = 0, question = 0;
   for (Job* job : jobs) {
     job->output.task = p.task;
+    if (qa) {  // one answer per question; the windows have no rows of their own
+      for (size_t i = 0; i < job->input.qa->file.examples.size(); ++i)
+        job->output.answers.push_back(p.answers[question++]);
+      continue;
+    }
     for (size_t i = 0; i < job->input.examples.size(); ++i, ++row) {
       if (dir_.task == Task::tokens) job->output.tags.push_back(std::move(p.tags[row]));
       else job->output.logits.push_back(std::move(p.logits[row]));
@@ -324,6 +407,12 @@ std::string Server::info_json() const {
       {"max_concurrent_requests", options_.batch.max_queued},
       {"max_client_batch_size", options_.max_client_batch_size},
       {"auto_truncate", options_.auto_truncate},
+      {"qa", dir_.task != Task::qa ? json(nullptr)
+                                    : json{{"doc_stride", options_.qa.doc_stride},
+                                           {"n_best_size", options_.qa.n_best_size},
+                                           {"max_answer_length", options_.qa.max_answer_length},
+                                           {"null_score_diff_threshold", options_.qa.null_score_diff_threshold},
+                                           {"version_2_with_negative", options_.qa.version_2_with_negative}}},
       {"model_type", {{"classifier", {{"id2label", id2label}, {"label2id", label2id}}}}},
       {"version", ENGINE_VERSION},
   };

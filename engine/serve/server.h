@@ -4,11 +4,22 @@
 //
 // Endpoints: POST /predict (text-embeddings-inference's API, api.h), GET /health (200 once the
 // model is loaded and a warm-up batch ran, 503 before), GET /info (JSON), GET /metrics
-// (Prometheus text). Errors are JSON {"error", "error_type"}:
+// (Prometheus text).
+//
+// Question answering models (TEI has none; the same request shape): each input is a pair
+// [question, context] ({"inputs": ["q", "c"]} or a batch [["q1", "c1"], ...]) and its answer is
+// {"answer", "score", "start", "end"} (plus "null_odds" with --version-2-with-negative), exactly
+// what `engine predict --task qa` prints: start and end are character offsets into the context.
+// The context is cut into windows of --max-input-length tokens (default 384, as predict's
+// --max-length) with --doc-stride of overlap, so a long context is several windows, not an error;
+// truncate and raw_scores do not apply. A request's windows go into one batch together.
+//
+// Errors are JSON {"error", "error_type"}:
 //   400 malformed HTTP           404 unknown path            405 wrong method
 //   413 body over --payload-limit, more inputs than --max-client-batch-size, an input longer
-//       than --max-input-length without truncate
-//   422 invalid JSON or fields, empty text, a pair for a token model, left truncation of a pair
+//       than --max-input-length without truncate, a qa request with more windows than a batch
+//   422 invalid JSON or fields, empty text, a pair for a token model, left truncation of a pair,
+//       a single text (not a [question, context] pair) for a qa model
 //   429 more than --max-concurrent-requests pending (with Retry-After)
 //   500 the batch holding the request failed (only that batch's requests)
 //   501 a task the server cannot answer yet         503 warming up
@@ -37,6 +48,8 @@ struct ServeOptions {
   HttpOptions http;
   std::string port_file;         // written (atomically) with the bound port once listening
   int64_t max_input_length = 0;  // tokens per input with [CLS]/[SEP]; 0: max_position_embeddings
+                                 // (qa: tokens per window; 0: 384, or less when the model is shorter)
+  QaOptions qa;                  // qa: windows and answers, as `engine predict --task qa` takes them
   BatchLimits batch;
   int64_t max_client_batch_size = 32;  // inputs per request
   bool auto_truncate = false;          // truncate long inputs when a request does not say
@@ -61,6 +74,7 @@ class Server {
   void handle(HttpRequest req, Reply reply);
   void predict(const std::string& body, const Reply& reply, Clock::time_point arrived);
   TaskData encode(const PredictRequest& request) const;
+  TaskData encode_qa(const PredictRequest& request) const;
   std::string info_json() const;
   void run_batch(std::vector<Job*>& jobs);
 
