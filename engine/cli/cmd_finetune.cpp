@@ -72,6 +72,10 @@ void add_finetune_command(CLI::App& app) {
   cmd->add_option("--on-divergence", o->on_divergence, "a NaN/inf loss or gradient: stop the run, or skip the step")
       ->capture_default_str();
   cmd->add_option("--resume", o->resume, "continue exactly from a checkpoint-<step> directory (or the latest in DIR)");
+  cmd->add_option("--dist-timeout", o->dist_timeout,
+                  "under mpirun/srun: seconds a rank waits for the others in a collective before it ends the job")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
 
   cmd->callback([cmd, o, max_length, data] {
     if (o->model_dir.empty() && o->train_file.empty()) {

@@ -425,6 +425,7 @@ void BertModel::set_batch(const PackedBatch& batch, bool with_labels) {
   backend_.copy_from_host(cls_rows_.rows(B), batch.cu_seqlens.data());
 
   counted_rows_ = 0;
+  token_offset_ = sequence_offset_ = 0;
   has_labels_ = with_labels;
   if (!with_labels) {
     // nothing to upload
@@ -448,6 +449,24 @@ void BertModel::set_batch(const PackedBatch& batch, bool with_labels) {
     backend_.copy_from_host(labels_.rows(rows), labels.data());
   }
   backward_ready_ = false;
+}
+
+void BertModel::set_global_offset(int64_t token_offset, int64_t sequence_offset) {
+  ENGINE_CHECK(token_offset >= 0 && sequence_offset >= 0, "negative batch offset");
+  token_offset_ = token_offset;
+  sequence_offset_ = sequence_offset;
+}
+
+// A site's element indices start at its first row's index in the global batch: rows are tokens
+// ([T, H] sites and attention probabilities) but for the pooled [CLS] rows ([B, H]).
+DropoutRng BertModel::rng(uint32_t stream) const {
+  const uint64_t H = uint64_t(config_.hidden_size);
+  uint64_t offset = uint64_t(token_offset_) * H;
+  if (stream >= attention_probs_stream(0) && (stream - attention_probs_stream(0)) % 4 == 0)
+    offset = attention_dropout_index(token_offset_, 0, int(config_.num_attention_heads), 0);
+  else if (stream == kHeadDropout && options_.head == Head::sequence_classification)
+    offset = uint64_t(sequence_offset_) * H;
+  return DropoutRng{step_seed_, stream, offset};
 }
 
 void BertModel::forward(Pass pass, uint64_t dropout_seed, float loss_weight) {

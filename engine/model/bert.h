@@ -76,6 +76,11 @@ class BertModel {
   std::vector<float> logits();
   int64_t logit_rows() const;
 
+  // Where the current batch sits in the global batch of a data-parallel step (its first token and
+  // first sequence): dropout masks are indexed from there, so an example draws the same mask on any
+  // rank (engine/dist/sharded_batches.h). set_batch() resets both to 0.
+  void set_global_offset(int64_t token_offset, int64_t sequence_offset);
+
   // Zeroes the gradient buffer (before each optimizer step's first micro-batch).
   void zero_grads();
 
@@ -87,7 +92,7 @@ class BertModel {
   void add_embeddings();
   void add_layer(int index);
   void add_head();
-  DropoutRng rng(uint32_t stream) const { return DropoutRng{step_seed_, stream}; }
+  DropoutRng rng(uint32_t stream) const;
   float p(float prob) const { return pass_ == Pass::train ? prob : 0.f; }
   Tensor act_rows(Tensor t) const { return t.rows(shape_.tokens); }
 
@@ -107,6 +112,7 @@ class BertModel {
   float loss_weight_ = 1.f;
   bool has_labels_ = false;
   int64_t counted_rows_ = 0;  // rows that contribute to the loss
+  int64_t token_offset_ = 0, sequence_offset_ = 0;  // set_global_offset()
   bool backward_ready_ = false;
 
   // Batch on the device.
