@@ -1,0 +1,111 @@
+// The NCCL gradient reducer: engine/dist/communicator.h's DeviceReducer over the GPUs of a
+// data-parallel job. Built as its own shared library, libengine_nccl.so, the only part of the engine
+// linked to libnccl; a distributed run on the CUDA backend dlopen()s it (engine/dist/world.cpp), so a
+// single-GPU run needs no NCCL. Kept out of the sim (cuda/sim/ emulates no NCCL): it lives in this
+// subfolder, which neither cuda/'s nor the sim's source glob reads.
+//
+// Set-up: rank 0 makes the NCCL unique id and broadcasts it over MPI (the host communicator), then
+// every rank joins with ncclCommInitRank on GPU local_rank. A reduction waits for all work queued on
+// the device (the backward pass on the backend's stream), all-reduces the flat f32 buffer in place
+// on this reducer's stream, and polls that stream against the --dist-timeout deadline: NCCL, like
+// MPI, would otherwise wait forever for a rank that died; past the deadline the communicator is
+// aborted and the job ended with a message naming the rank.
+// Not yet: overlapping the all-reduce with the backward pass (buckets in reverse layer order on
+// this stream while backward runs): the reduction starts after the whole backward pass.
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include <chrono>
+#include <cstdio>
+#include <thread>
+
+#include "engine/dist/communicator.h"
+
+namespace engine::dist {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+class NcclReducer final : public DeviceReducer {
+ public:
+  NcclReducer(Communicator& host, ncclComm_t comm, cudaStream_t stream, double timeout)
+      : host_(host), comm_(comm), stream_(stream), timeout_(timeout) {}
+  ~NcclReducer() override {
+    ncclCommDestroy(comm_);
+    cudaStreamDestroy(stream_);
+  }
+
+  void allreduce_sum(float* device_data, int64_t n, const char* what) override {
+    check(cudaDeviceSynchronize(), what);  // the gradients are written by the backend's stream
+    check(ncclAllReduce(device_data, device_data, size_t(n), ncclFloat32, ncclSum, comm_, stream_), what);
+    wait(what);
+  }
+
+ private:
+  void wait(const char* what) {
+    const Clock::time_point deadline =
+        Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_));
+    for (int polls = 0;; ++polls) {
+      const cudaError_t e = cudaStreamQuery(stream_);
+      if (e == cudaSuccess) return;
+      if (e != cudaErrorNotReady) check(e, what);
+      ncclResult_t async = ncclSuccess;
+      check(ncclCommGetAsyncError(comm_, &async), what);
+      check(async, what);
+      if (Clock::now() > deadline) {
+        std::fprintf(stderr,
+                     "engine: error: rank %d of %d: %s: no answer from the other ranks within %g s (--dist-timeout); "
+                     "a rank died or hangs, ending the job\n",
+                     host_.rank(), host_.world(), what, timeout_);
+        ncclCommAbort(comm_);
+        host_.abort(3);
+      }
+      if (polls >= 1000) std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+  }
+
+  void check(cudaError_t e, const char* what) {
+    if (e == cudaSuccess) return;
+    std::fprintf(stderr, "engine: error: rank %d of %d: %s: CUDA: %s\n", host_.rank(), host_.world(), what,
+                 cudaGetErrorString(e));
+    host_.abort(1);
+  }
+  void check(ncclResult_t r, const char* what) {
+    if (r == ncclSuccess || r == ncclInProgress) return;
+    std::fprintf(stderr, "engine: error: rank %d of %d: %s: NCCL: %s\n", host_.rank(), host_.world(), what,
+                 ncclGetErrorString(r));
+    host_.abort(1);
+  }
+
+  Communicator& host_;
+  ncclComm_t comm_;
+  cudaStream_t stream_;
+  double timeout_;
+};
+
+}  // namespace
+}  // namespace engine::dist
+
+// The factory engine/dist/world.cpp finds with dlsym.
+extern "C" __attribute__((visibility("default"))) engine::dist::DeviceReducer* engine_nccl_reducer_create(
+    engine::dist::Communicator* host, int device, double timeout_seconds) {
+  auto fail = [&](const char* step, const char* message) -> engine::dist::DeviceReducer* {
+    std::fprintf(stderr, "engine: error: rank %d of %d: %s: %s\n", host->rank(), host->world(), step, message);
+    return nullptr;
+  };
+  cudaError_t e = cudaSetDevice(device);
+  if (e != cudaSuccess) return fail("selecting the rank's GPU (its local rank)", cudaGetErrorString(e));
+  ncclUniqueId id{};
+  if (host->rank() == 0) {
+    const ncclResult_t r = ncclGetUniqueId(&id);
+    if (r != ncclSuccess) return fail("ncclGetUniqueId", ncclGetErrorString(r));
+  }
+  host->broadcast(&id, sizeof id, 0, "broadcast of the NCCL unique id");
+  ncclComm_t comm = nullptr;
+  const ncclResult_t r = ncclCommInitRank(&comm, host->world(), id, host->rank());
+  if (r != ncclSuccess) return fail("ncclCommInitRank", ncclGetErrorString(r));
+  cudaStream_t stream = nullptr;
+  e = cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking);
+  if (e != cudaSuccess) return fail("creating the NCCL stream", cudaGetErrorString(e));
+  return new engine::dist::NcclReducer(*host, comm, stream, timeout_seconds);
+}
