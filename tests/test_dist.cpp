@@ -305,6 +305,26 @@ TEST_F(Dist, AHungRankTimesOutNamingTheWaitingRank) {
   EXPECT_LT(secs, 100.0);
 }
 
+TEST_F(Dist, BenchWorldReportTimesTheGradientAllReduce) {
+  const fs::path json = dir_ / "bench.json";
+  const auto r = test::run_engine("bench --backend cpu --config bert-tiny --seq 16 --batch 4 --world --world-reps 5 --json " +
+                                      json.string(),
+                                  mpirun(2));
+  EXPECT_RAN(r);
+  EXPECT_NE(r.out.find("world: 2 ranks"), std::string::npos) << r.out;
+  const nlohmann::json w = nlohmann::json::parse(test::read_text(json))["world"];
+  EXPECT_EQ(w["ranks"], 2);
+  EXPECT_EQ(w["sum_checked"], true);
+  EXPECT_GT(w["gradient_bytes"].get<int64_t>(), 4 * 4000000);  // bert-tiny: 4.4 M parameters
+  EXPECT_GT(w["allreduce_ms"]["median"].get<double>(), 0.0);    // NaN fails
+  EXPECT_GT(w["busbw_gb_s"].get<double>(), 0.0);
+  EXPECT_GT(w["step_ms_no_overlap"].get<double>(), w["step_ms"].get<double>());
+  // Without a launcher there is no world to report on.
+  const auto alone = test::run_engine("bench --backend cpu --config bert-tiny --seq 16 --batch 4 --world", "timeout 120");
+  EXPECT_NE(alone.exit_code, 0);
+  EXPECT_NE(alone.err.find("--world: run the bench under mpirun or srun"), std::string::npos) << alone.err;
+}
+
 TEST(DistSingleProcess, NeedsNoMpi) {
   // The engine does not link MPI or NCCL ...
   FILE* pipe = popen(("ldd " + test::engine_binary() + " 2>&1").c_str(), "r");
