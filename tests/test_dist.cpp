@@ -13,8 +13,10 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <random>
 
 #include "cli_helpers.h"
+#include "engine/dist/grad_sync.h"
 #include "engine/io/safetensors.h"
 #include "test_seed.h"
 
@@ -194,6 +196,57 @@ TEST_F(Dist, TwoRanksTrainAsOneRankWithTheirGlobalBatchTokens) {
   EXPECT_RAN(finetune(0, args(8, "one")));
   EXPECT_RAN(finetune(0, args(4, "other")));
   expect_same_training(this, dir_ / "two" / "model", dir_ / "one" / "model", dir_ / "other" / "model", model(3));
+}
+
+TEST_F(Dist, OverlappedBucketsSumWhatOneAllReduceSums) {
+  // Buckets started during backward and one all-reduce after it: the same numbers, bitwise.
+  EXPECT_RAN(finetune(2, classify_args(4, "on") + " --dist-overlap on"));
+  EXPECT_RAN(finetune(2, classify_args(4, "off") + " --dist-overlap off"));
+  const std::vector<double> on = parameters(dir_ / "on" / "model"), off = parameters(dir_ / "off" / "model");
+  ASSERT_FALSE(on.empty());
+  EXPECT_EQ(on, off);
+  EXPECT_GT(compare(on, parameters(model(2))).relative_norm, 1e-3);  // and they trained
+}
+
+TEST(DistBuckets, EveryGradientElementInOneBucketTopLayerFirst) {
+  const uint64_t seed = pick_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  BertConfig c;
+  c.vocab_size = 40 + int64_t(rng() % 30);
+  c.hidden_size = 8 * (1 + int64_t(rng() % 4));
+  c.num_hidden_layers = 1 + int(rng() % 4);
+  c.num_attention_heads = 2;
+  c.intermediate_size = 4 * c.hidden_size;
+  c.max_position_embeddings = 32;
+  c.num_labels = 3;
+  auto backend = make_backend("cpu");
+  for (Head head : {Head::sequence_classification, Head::token_classification}) {
+    ModelOptions mo;
+    mo.head = head;
+    BertModel model(*backend, c, mo);
+    const auto buckets = dist::plan_grad_buckets(model.params());
+    ASSERT_EQ(buckets.size(), size_t(c.num_hidden_layers) + 1);
+    std::vector<int> owner(size_t(model.params().size()), -1);
+    for (size_t b = 0; b < buckets.size(); ++b)
+      for (const auto& [begin, end] : buckets[b].ranges)
+        for (int64_t i = begin; i < end; ++i) {
+          ASSERT_EQ(owner[size_t(i)], -1) << "element " << i << " in two buckets";
+          owner[size_t(i)] = int(b);
+        }
+    for (size_t i = 0; i < owner.size(); ++i) ASSERT_NE(owner[i], -1) << "element " << i << " in no bucket";
+    for (int l = 0; l < c.num_hidden_layers; ++l)
+      EXPECT_EQ(buckets[size_t(l)].after_node, "layer." + std::to_string(c.num_hidden_layers - 1 - l) + ".attention");
+    EXPECT_EQ(buckets.back().after_node, "");
+    // Each parameter lies wholly in the bucket of its layer.
+    for (const ParamInfo& p : model.params().list()) {
+      const std::string prefix = "bert.encoder.layer.";
+      const int expect = p.name.rfind(prefix, 0) == 0
+                             ? c.num_hidden_layers - 1 - std::stoi(p.name.substr(prefix.size()))
+                             : int(buckets.size()) - 1;
+      for (int64_t i = p.offset; i < p.offset + p.numel; ++i) ASSERT_EQ(owner[size_t(i)], expect) << p.name;
+    }
+  }
 }
 
 TEST_F(Dist, CheckpointResumesOnTwoRanksBitwiseAndOnOneRank) {

@@ -10,8 +10,9 @@
 // on this reducer's stream, and polls that stream against the --dist-timeout deadline: NCCL, like
 // MPI, would otherwise wait forever for a rank that died; past the deadline the communicator is
 // aborted and the job ended with a message naming the rank.
-// Not yet: overlapping the all-reduce with the backward pass (buckets in reverse layer order on
-// this stream while backward runs): the reduction starts after the whole backward pass.
+// Overlap (engine/dist/grad_sync.h): a bucket's all-reduce is queued on this reducer's stream behind
+// an event recorded on the backend's stream when its layer's backward has been queued, so it runs
+// while the backward of the layers below still runs on the compute stream.
 #include <cuda_runtime.h>
 #include <nccl.h>
 
@@ -28,18 +29,32 @@ using Clock = std::chrono::steady_clock;
 
 class NcclReducer final : public DeviceReducer {
  public:
-  NcclReducer(Communicator& host, ncclComm_t comm, cudaStream_t stream, double timeout)
-      : host_(host), comm_(comm), stream_(stream), timeout_(timeout) {}
+  NcclReducer(Communicator& host, ncclComm_t comm, cudaStream_t stream, cudaEvent_t ready, double timeout)
+      : host_(host), comm_(comm), stream_(stream), ready_(ready), timeout_(timeout) {}
   ~NcclReducer() override {
     ncclCommDestroy(comm_);
+    cudaEventDestroy(ready_);
     cudaStreamDestroy(stream_);
   }
 
   void allreduce_sum(float* device_data, int64_t n, const char* what) override {
-    check(cudaDeviceSynchronize(), what);  // the gradients are written by the backend's stream
-    check(ncclAllReduce(device_data, device_data, size_t(n), ncclFloat32, ncclSum, comm_, stream_), what);
-    wait(what);
+    start_allreduce_sum(device_data, n, nullptr, what);
+    wait_started(what);
   }
+
+  // The reducer's stream waits (on the device, not the host) for the work queued so far on the
+  // compute stream, then reduces the slice while the compute stream goes on with the next layers.
+  void start_allreduce_sum(float* device_data, int64_t n, void* compute_stream, const char* what) override {
+    if (compute_stream) {
+      check(cudaEventRecord(ready_, static_cast<cudaStream_t>(compute_stream)), what);
+      check(cudaStreamWaitEvent(stream_, ready_, 0), what);
+    } else {
+      check(cudaDeviceSynchronize(), what);
+    }
+    check(ncclAllReduce(device_data, device_data, size_t(n), ncclFloat32, ncclSum, comm_, stream_), what);
+  }
+
+  void wait_started(const char* what) override { wait(what); }
 
  private:
   void wait(const char* what) {
@@ -80,6 +95,7 @@ class NcclReducer final : public DeviceReducer {
   Communicator& host_;
   ncclComm_t comm_;
   cudaStream_t stream_;
+  cudaEvent_t ready_;  // reused: each start records it, and the stream's wait copies its state then
   double timeout_;
 };
 
@@ -107,5 +123,8 @@ extern "C" __attribute__((visibility("default"))) engine::dist::DeviceReducer* e
   cudaStream_t stream = nullptr;
   e = cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking);
   if (e != cudaSuccess) return fail("creating the NCCL stream", cudaGetErrorString(e));
-  return new engine::dist::NcclReducer(*host, comm, stream, timeout_seconds);
+  cudaEvent_t ready = nullptr;
+  e = cudaEventCreateWithFlags(&ready, cudaEventDisableTiming);
+  if (e != cudaSuccess) return fail("creating the NCCL event", cudaGetErrorString(e));
+  return new engine::dist::NcclReducer(*host, comm, stream, ready, timeout_seconds);
 }

@@ -76,8 +76,15 @@ void add_finetune_command(CLI::App& app) {
                   "under mpirun/srun: seconds a rank waits for the others in a collective before it ends the job")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  auto overlap = std::make_shared<std::string>("on");
+  cmd->add_option("--dist-overlap", *overlap,
+                  "under mpirun/srun: all-reduce each layer's gradients while backward runs on (on), or all of them "
+                  "after backward (off, for measurement)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"on", "off"}));
 
-  cmd->callback([cmd, o, max_length, data] {
+  cmd->callback([cmd, o, max_length, data, overlap] {
+    o->dist_overlap = *overlap == "on";
     if (o->model_dir.empty() && o->train_file.empty()) {
       // The embedded default keeps its own settings but for the flags given.
       FinetuneOptions d = embedded_default_options();

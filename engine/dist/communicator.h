@@ -27,6 +27,11 @@ class Communicator {
   // In place: every rank's buffer becomes the element-wise sum over all ranks.
   virtual void allreduce_sum(float* data, int64_t n, const char* what) = 0;
   virtual void allreduce_sum(double* data, int64_t n, const char* what) = 0;
+  // The same sum started and left running (the buckets of the gradients while backward goes on):
+  // every rank must start the same buffers in the same order; the buffer must not be touched until
+  // wait_started() returns, which waits for every started sum.
+  virtual void start_allreduce_sum(float* data, int64_t n, const char* what) = 0;
+  virtual void wait_started(const char* what) = 0;
   // root's bytes to every rank (the same size on every rank).
   virtual void broadcast(void* data, int64_t bytes, int root, const char* what) = 0;
   virtual void barrier(const char* what) = 0;
@@ -43,6 +48,8 @@ class LocalCommunicator final : public Communicator {
   void set_timeout(double) override {}
   void allreduce_sum(float*, int64_t, const char*) override {}
   void allreduce_sum(double*, int64_t, const char*) override {}
+  void start_allreduce_sum(float*, int64_t, const char*) override {}
+  void wait_started(const char*) override {}
   void broadcast(void*, int64_t, int, const char*) override {}
   void barrier(const char*) override {}
   [[noreturn]] void abort(int code) override;
@@ -55,6 +62,11 @@ class DeviceReducer {
   virtual ~DeviceReducer() = default;
   // In place; returns when the sum is in `device_data` (the caller has finished writing it).
   virtual void allreduce_sum(float* device_data, int64_t n, const char* what) = 0;
+  // Started once the work queued so far on `compute_stream` (a cudaStream_t; null: the whole device)
+  // has written the buffer, and run on the reducer's own stream beside the backward pass still being
+  // queued; wait_started() returns when every started sum is done.
+  virtual void start_allreduce_sum(float* device_data, int64_t n, void* compute_stream, const char* what) = 0;
+  virtual void wait_started(const char* what) = 0;
 };
 
 // The factory libengine_mpi.so exports (extern "C", found with dlsym): initialises MPI and returns

@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <thread>
+#include <vector>
 
 #include "engine/dist/communicator.h"
 
@@ -46,6 +47,24 @@ class MpiCommunicator final : public Communicator {
 
   void allreduce_sum(float* data, int64_t n, const char* what) override { allreduce(data, n, MPI_FLOAT, 4, what); }
   void allreduce_sum(double* data, int64_t n, const char* what) override { allreduce(data, n, MPI_DOUBLE, 8, what); }
+
+  void start_allreduce_sum(float* data, int64_t n, const char* /*what*/) override {
+    for (int64_t done = 0; done < n;) {
+      const int count = int(std::min<int64_t>(n - done, kMaxCount));
+      started_.emplace_back();
+      MPI_Iallreduce(MPI_IN_PLACE, data + done, count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &started_.back());
+      done += count;
+    }
+    // Open MPI moves non-blocking collectives on only inside MPI calls: one test per start keeps the
+    // earlier buckets going while this rank computes the next.
+    int flag = 0;
+    MPI_Testall(int(started_.size()), started_.data(), &flag, MPI_STATUSES_IGNORE);
+  }
+
+  void wait_started(const char* what) override {
+    for (MPI_Request& req : started_) wait(&req, what);  // a completed request is MPI_REQUEST_NULL: returns at once
+    started_.clear();
+  }
 
   void broadcast(void* data, int64_t bytes, int root, const char* what) override {
     char* p = static_cast<char*>(data);
@@ -109,6 +128,7 @@ class MpiCommunicator final : public Communicator {
 
   int rank_ = 0, world_ = 1, local_rank_ = 0;
   double timeout_ = 600;
+  std::vector<MPI_Request> started_;  // start_allreduce_sum() requests not yet waited for
 };
 
 }  // namespace

@@ -134,6 +134,16 @@ void World::allreduce_gradients(Tensor grads) {
   gpu_->allreduce_sum(grads.as<float>(), grads.numel(), "all-reduce of the gradients (NCCL)");
 }
 
+void World::start_gradient_sum(float* data, int64_t n, void* compute_stream) {
+  if (gpu_) gpu_->start_allreduce_sum(data, n, compute_stream, "all-reduce of a gradient bucket (NCCL)");
+  else comm_->start_allreduce_sum(data, n, "all-reduce of a gradient bucket");
+}
+
+void World::wait_gradient_sums(Tensor grads) {
+  if (grads.device == Device::cpu) comm_->wait_started("all-reduce of the gradient buckets");
+  else gpu_->wait_started("all-reduce of the gradient buckets (NCCL)");
+}
+
 void World::sum(std::vector<double>& values, const char* what) {
   comm_->allreduce_sum(values.data(), int64_t(values.size()), what);
 }

@@ -47,6 +47,10 @@ class World {
   // Sums the flat f32 gradient buffer across ranks in place: through MPI for host memory (the CPU
   // backend), through NCCL for GPU memory.
   void allreduce_gradients(Tensor grads);
+  // A slice of the gradient buffer (on grads' device) summed while computation goes on (grad_sync.h);
+  // compute_stream: the backend's native_stream(). wait_gradient_sums() waits for every started slice.
+  void start_gradient_sum(float* data, int64_t n, void* compute_stream);
+  void wait_gradient_sums(Tensor grads);
   // Sums of host numbers across ranks (every rank gets the same result).
   void sum(std::vector<double>& values, const char* what);
   void sum(std::vector<float>& values, const char* what);

@@ -67,6 +67,8 @@ class BertModel {
   void forward(Pass pass, uint64_t dropout_seed, float loss_weight = 1.f);
   // Accumulates parameter gradients (+=) for the last forward. Needs labels.
   void backward();
+  // Told each graph node's name ("layer.3.attention") once its backward is queued; {}: nobody.
+  void set_after_backward(std::function<void(const std::string& node)> f) { graph_.set_after_backward(std::move(f)); }
   // Mean loss of the last forward over the rows counted (reads from the device: do it when logging).
   float loss();
   // Rows of the current batch that count in the loss (labelled sequences, or tokens not ignored).

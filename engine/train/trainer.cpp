@@ -15,6 +15,7 @@
 #include <optional>
 #include <set>
 
+#include "engine/dist/grad_sync.h"
 #include "engine/dist/sharded_batches.h"
 #include "engine/dist/world.h"
 #include "engine/io/atomic_file.h"
@@ -257,6 +258,7 @@ class Trainer {
   Progress progress_;
   dist::World& world_;  // the ranks of a data-parallel run (one: a plain run); rank 0 writes files
   std::unique_ptr<dist::ShardedBatches> shards_;
+  std::unique_ptr<dist::GradientSync> grad_sync_;
   std::string backend_name_;
   DType act_ = DType::f32;
   Task task_ = Task::classify;
@@ -422,6 +424,7 @@ void Trainer::setup() {
   ac.weight_decay = float(o_.weight_decay);
   ac.max_grad_norm = float(o_.max_grad_norm);
   optimizer_ = std::make_unique<Optimizer>(*backend_, model_->params(), ac);
+  grad_sync_ = std::make_unique<dist::GradientSync>(world_, *model_, o_.dist_overlap);
 
   BatcherOptions bopt;
   bopt.batch_size = o_.batch_size;
@@ -675,6 +678,7 @@ FinetuneResult Trainer::run() {
       const uint64_t dropout_seed = o_.seed * 0x9E3779B97F4A7C15ull + uint64_t(step_) * uint64_t(accum) + uint64_t(micro);
       const double share = rows[0] > 0 ? local_rows / rows[0] : 0.0;  // exactly 1 in a world of one
       model_->forward(Pass::train, dropout_seed, float(double(micro_weight) * share));
+      if (micro == accum - 1) grad_sync_->arm();  // the step's gradients are final in this backward
       model_->backward();
       step_sums[0] += double(model_->loss()) * share / double(accum);
       double sum_sq = 0;
@@ -686,7 +690,7 @@ FinetuneResult Trainer::run() {
     }
     // Gradients summed over the ranks before the norm: clipping, the divergence test and AdamW see
     // the same numbers on every rank.
-    world_.allreduce_gradients(model_->params().grads());
+    grad_sync_->finish();
     world_.sum(step_sums, "sum of the step's loss");
     const double step_loss = step_sums[0];
     window_flops += step_sums[1];

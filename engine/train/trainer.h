@@ -94,6 +94,7 @@ struct FinetuneOptions {
   std::string resume;
   // Data parallel (engine/dist/): seconds a rank waits in a collective before it ends the job.
   double dist_timeout = 600;
+  bool dist_overlap = true;  // gradient buckets all-reduced during backward (engine/dist/grad_sync.h)
 };
 
 struct FinetuneResult {
