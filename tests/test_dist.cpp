@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <random>
+#include <set>
 
 #include "cli_helpers.h"
 #include "engine/dist/grad_sync.h"
@@ -238,6 +239,23 @@ TEST(DistBuckets, EveryGradientElementInOneBucketTopLayerFirst) {
     for (int l = 0; l < c.num_hidden_layers; ++l)
       EXPECT_EQ(buckets[size_t(l)].after_node, "layer." + std::to_string(c.num_hidden_layers - 1 - l) + ".attention");
     EXPECT_EQ(buckets.back().after_node, "");
+    // The nodes the buckets wait for are the model's: a backward pass names each of them.
+    std::vector<TokenizedExample> examples(3);
+    for (size_t e = 0; e < examples.size(); ++e) {
+      const size_t len = 3 + rng() % 10;
+      for (size_t t = 0; t < len; ++t) examples[e].ids.push_back(int32_t(rng() % uint64_t(c.vocab_size)));
+      examples[e].type_ids.assign(len, 0);
+      examples[e].label = int32_t(rng() % 3);
+      if (head == Head::token_classification) examples[e].token_labels.assign(len, 1);
+    }
+    model.set_batch(pack_batch(examples, {0, 1, 2}));
+    model.forward(Pass::train, seed);
+    std::set<std::string> seen;
+    model.set_after_backward([&](const std::string& node) { seen.insert(node); });
+    model.backward();
+    model.set_after_backward({});
+    for (const auto& b : buckets)
+      if (!b.after_node.empty()) EXPECT_TRUE(seen.count(b.after_node)) << b.after_node << " is no node of the model";
     // Each parameter lies wholly in the bucket of its layer.
     for (const ParamInfo& p : model.params().list()) {
       const std::string prefix = "bert.encoder.layer.";
