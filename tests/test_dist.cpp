@@ -396,6 +396,31 @@ TEST_F(Dist, BenchWorldReportTimesTheGradientAllReduce) {
   EXPECT_NE(alone.err.find("--world: run the bench under mpirun or srun"), std::string::npos) << alone.err;
 }
 
+TEST(DistDropout, AnOffsetShiftsTheMaskAlongTheGlobalBatch) {
+  // Elements [0, n) of a site drawn with offset o are elements [o, o + n) of the site drawn whole:
+  // an example's mask follows its place in the global batch, not the rank's batch.
+  const uint64_t seed = pick_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  auto backend = make_backend("cpu");
+  for (int trial = 0; trial < 8; ++trial) {
+    const int64_t n = 1 + int64_t(rng() % 500), o = int64_t(rng() % 700);
+    const DropoutRng site{rng(), uint32_t(rng() % 64)};
+    std::vector<float> ones(size_t(n + o), 1.f), whole(size_t(n + o)), part(size_t(n));
+    backend->dropout_forward(Tensor(whole.data(), DType::f32, Device::cpu, {n + o}),
+                             Tensor(ones.data(), DType::f32, Device::cpu, {n + o}), 0.5f, site);
+    backend->dropout_forward(Tensor(part.data(), DType::f32, Device::cpu, {n}),
+                             Tensor(ones.data(), DType::f32, Device::cpu, {n}), 0.5f,
+                             DropoutRng{site.seed, site.stream, uint64_t(o)});
+    int64_t dropped = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      ASSERT_EQ(part[size_t(i)], whole[size_t(o + i)]) << "element " << i << " offset " << o;
+      dropped += part[size_t(i)] == 0.f;
+    }
+    if (n >= 200) EXPECT_GT(dropped, 0);  // p = 0.5 does drop
+  }
+}
+
 TEST(DistSingleProcess, NeedsNoMpi) {
   // The engine does not link MPI or NCCL ...
   FILE* pipe = popen(("ldd " + test::engine_binary() + " 2>&1").c_str(), "r");
