@@ -406,7 +406,7 @@ TEST(DistDropout, AnOffsetShiftsTheMaskAlongTheGlobalBatch) {
   for (int trial = 0; trial < 8; ++trial) {
     const int64_t n = 1 + int64_t(rng() % 500), o = int64_t(rng() % 700);
     const DropoutRng site{rng(), uint32_t(rng() % 64)};
-    std::vector<float> ones(size_t(n + o), 1.f), whole(size_t(n + o)), part(size_t(n));
+    std::vector<float> ones(static_cast<size_t>(n + o), 1.f), whole(static_cast<size_t>(n + o)), part(static_cast<size_t>(n));
     backend->dropout_forward(Tensor(whole.data(), DType::f32, Device::cpu, {n + o}),
                              Tensor(ones.data(), DType::f32, Device::cpu, {n + o}), 0.5f, site);
     backend->dropout_forward(Tensor(part.data(), DType::f32, Device::cpu, {n}),
