@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <unistd.h>
 #include <random>
 #include <set>
 
@@ -136,10 +137,11 @@ class Dist : public ::testing::Test {
     return test::run_engine("finetune --backend cpu --seed " + std::to_string(seed_) + " " + args, prefix);
   }
 
-  std::string classify_args(int64_t batch, const std::string& out) {
+  std::string classify_args(int64_t batch, const std::string& out, int64_t steps = 20) {
     return "--model " + model(2) + " --train " + tsv(task_.train, "train.tsv") + " --dev " + tsv(task_.dev, "dev.tsv") +
            " --batch-size " + std::to_string(batch) +
-           " --max-steps 20 --gradient-accumulation-steps 2 --learning-rate 3e-3 --warmup-steps 2"
+           " --max-steps " + std::to_string(steps) +
+           " --gradient-accumulation-steps 2 --learning-rate 3e-3 --warmup-steps 2"
            " --hidden-dropout 0.1 --attention-dropout 0.1 --classifier-dropout 0.1 --logging-steps 5"
            " --eval-steps 20 --output-dir " +
            (dir_ / out).string();
@@ -286,6 +288,39 @@ TEST_F(Dist, CheckpointResumesOnTwoRanksBitwiseAndOnOneRank) {
   const auto refused = finetune(0, classify_args(4, "refused") + " --resume " + (dir_ / "full" / "checkpoint-10").string());
   EXPECT_NE(refused.exit_code, 0);
   EXPECT_NE(refused.err.find("batch_size"), std::string::npos) << refused.err;
+}
+
+// True while process `pid` runs (a zombie, which nobody may reap here, has ended).
+bool running(const std::string& pid) {
+  std::ifstream in("/proc/" + pid + "/stat");
+  std::string line;
+  if (!std::getline(in, line)) return false;
+  const size_t paren = line.rfind(')');
+  return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] != 'Z';
+}
+
+TEST_F(Dist, KilledTwoRankRunResumesBitwise) {
+  // The uninterrupted run, then the same run killed (SIGTERM to mpirun) once its first checkpoint
+  // exists, resumed on 2 ranks from the latest complete checkpoint in its directory.
+  const int64_t steps = 200;
+  EXPECT_RAN(finetune(2, classify_args(4, "full", steps) + " --save-steps 10"));
+  const fs::path killed = dir_ / "killed", pid_file = dir_ / "mpirun.pid";
+  const std::string cmd = mpirun(2) + " " + test::engine_binary() + " finetune --backend cpu --seed " +
+                          std::to_string(seed_) + " " + classify_args(4, "killed", steps) + " --save-steps 10";
+  ASSERT_EQ(std::system(("sh -c '" + cmd + " >/dev/null 2>&1 & echo $! > " + pid_file.string() + "'").c_str()), 0);
+  for (int i = 0; i < 600 && !fs::exists(killed / "checkpoint-10"); ++i) usleep(100000);  // at most 60 s
+  std::string pid = test::read_text(pid_file);
+  pid.erase(pid.find_last_not_of(" \n") + 1);
+  ASSERT_FALSE(pid.empty());
+  const bool alive = running(pid);
+  ASSERT_EQ(std::system(("kill -TERM " + pid + " 2>/dev/null; true").c_str()), 0);
+  for (int i = 0; i < 300 && running(pid); ++i) usleep(100000);
+  ASSERT_FALSE(running(pid)) << "mpirun outlived SIGTERM by 30 s";
+  std::printf("  killed %s (%s)\n", alive ? "during the run" : "after the run ended: nothing to interrupt",
+              fs::exists(killed / "model") ? "it had finished" : "before the end");
+  const auto resumed = finetune(2, classify_args(4, "resumed", steps) + " --save-steps 10 --resume " + killed.string());
+  EXPECT_RAN(resumed);
+  EXPECT_EQ(parameters(dir_ / "resumed" / "model"), parameters(dir_ / "full" / "model"));
 }
 
 TEST_F(Dist, ShardedEvaluationEqualsOneProcess) {

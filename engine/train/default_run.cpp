@@ -87,10 +87,13 @@ FinetuneResult run_embedded_default(FinetuneOptions o, std::ostream& log) {
   SyntheticTask task = SyntheticTask::make(o.seed, 4000, 500);
   o.model_in_memory = InMemoryModel{default_config(int64_t(task.vocab.size())), task.vocab};
   o.data_in_memory = InMemoryData{{"negative", "positive"}, to_task_data(task.train), to_task_data(task.dev)};
-  if (o.output_dir.empty()) o.output_dir = make_temporary_directory();
+  // Under mpirun every rank uses rank 0's new directory (only rank 0 writes in it but the vocabulary).
+  dist::World& world = dist::World::get();
+  if (o.output_dir.empty())
+    o.output_dir = world.broadcast_from_root(world.root() ? make_temporary_directory() : "", "the output directory");
 
   std::ostream quiet(nullptr);  // under mpirun only rank 0 speaks
-  std::ostream& out = dist::World::get().root() ? log : quiet;
+  std::ostream& out = world.root() ? log : quiet;
   out << "engine finetune with no --model and no --train: the embedded default\n"
       << "  task: synthetic sentiment (positive when positive words outnumber negative ones)\n"
       << "  e.g. \"" << task.text(task.train[0]) << "\" -> " << o.data_in_memory->labels[size_t(task.train[0].label)]
