@@ -544,6 +544,8 @@ void Trainer::restore(const std::string& dir) {
     fail(dir, "/trainer_state.json: not valid JSON (", e.what(), ")");
   }
   nlohmann::json expected = resume_fingerprint(o_, backend_name_, act_, world_.size());
+  if (state["fingerprint"].is_object() && !state["fingerprint"].contains("world_size"))
+    state["fingerprint"]["world_size"] = 1;  // checkpoints from before data parallelism: one process
   for (auto& [key, value] : expected.items()) {
     ENGINE_CHECK(state["fingerprint"].contains(key) && state["fingerprint"][key] == value, "--resume ", dir,
                  ": the checkpoint was made with ", key, " = ", state["fingerprint"].value(key, nlohmann::json()).dump(),

@@ -39,7 +39,7 @@ TEST(NcclReducer, OneRankSumsInPlaceWholeAndInBuckets) {
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> normal;
   const int64_t n = 1000003 + int64_t(rng() % 1000);  // odd: no slice is a multiple of anything
-  std::vector<float> want(size_t(n));
+  std::vector<float> want(static_cast<size_t>(n));
   for (float& v : want) v = normal(rng);
   want[size_t(rng() % uint64_t(n))] = NAN;
 
@@ -47,7 +47,7 @@ TEST(NcclReducer, OneRankSumsInPlaceWholeAndInBuckets) {
   void* data = backend->allocate(size_t(n) * 4);
   Tensor t(data, DType::f32, Device::cuda, {n});
   backend->copy_from_host(t, want.data());
-  std::vector<float> got(size_t(n));
+  std::vector<float> got(static_cast<size_t>(n));
   auto expect_unchanged = [&](const char* what) {
     backend->copy_to_host(got.data(), t);
     EXPECT_EQ(std::memcmp(got.data(), want.data(), size_t(n) * 4), 0) << what;
