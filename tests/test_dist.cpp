@@ -323,6 +323,23 @@ TEST_F(Dist, KilledTwoRankRunResumesBitwise) {
   EXPECT_EQ(parameters(dir_ / "resumed" / "model"), parameters(dir_ / "full" / "model"));
 }
 
+TEST_F(Dist, DivergenceDecidedAlikeOnEveryRank) {
+  // A learning rate of 1e30 without clipping makes steps diverge. Skipped: every rank skips the same
+  // steps (the run ends with the replicas' digests equal, checked by the engine itself); stopped: the
+  // job ends with the divergence message.
+  const std::string args = "--model " + model(2) + " --train " + tsv(task_.train, "train.tsv") +
+                           " --batch-size 4 --max-steps 6 --learning-rate 1e30 --max-grad-norm 0 --logging-steps 1";
+  const auto skip = finetune(2, args + " --on-divergence skip --output-dir " + (dir_ / "skip").string());
+  EXPECT_RAN(skip);
+  int diverged = 0;
+  for (const auto& e : read_jsonl(dir_ / "skip" / "metrics.jsonl")) diverged += e["event"] == "divergence";
+  EXPECT_GT(diverged, 0);
+  const auto stop = finetune(2, args + " --on-divergence stop --output-dir " + (dir_ / "stop").string());
+  EXPECT_NE(stop.exit_code, 0);
+  EXPECT_NE(stop.err.find("divergent step"), std::string::npos) << stop.err;
+  EXPECT_NE(stop.err.find("rank "), std::string::npos) << stop.err;
+}
+
 TEST_F(Dist, ShardedEvaluationEqualsOneProcess) {
   EXPECT_RAN(finetune(2, classify_args(4, "two") + " --eval-batch-size 5"));
   const auto events = read_jsonl(dir_ / "two" / "metrics.jsonl");
