@@ -34,7 +34,7 @@ void add_finetune_command(CLI::App& app) {
   cmd->add_option("--num-train-epochs", o->num_train_epochs, "epochs (may be fractional)")->capture_default_str();
   cmd->add_option("--max-steps", o->max_steps, "optimizer steps; overrides --num-train-epochs when positive")
       ->capture_default_str();
-  cmd->add_option("--batch-size", o->batch_size, "sequences per micro-batch")->capture_default_str();
+  cmd->add_option("--batch-size", o->batch_size, "sequences per micro-batch (per rank under mpirun/srun)")->capture_default_str();
   cmd->add_option("--eval-batch-size", o->eval_batch_size, "sequences per evaluation batch")->capture_default_str();
   cmd->add_option("--max-tokens", o->max_tokens, "token budget per batch (0: none; batches are packed, never padded)")
       ->capture_default_str();
