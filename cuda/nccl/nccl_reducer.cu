@@ -5,14 +5,14 @@
 // subfolder, which neither cuda/'s nor the sim's source glob reads.
 //
 // Set-up: rank 0 makes the NCCL unique id and broadcasts it over MPI (the host communicator), then
-// every rank joins with ncclCommInitRank on GPU local_rank. A reduction waits for all work queued on
-// the device (the backward pass on the backend's stream), all-reduces the flat f32 buffer in place
-// on this reducer's stream, and polls that stream against the --dist-timeout deadline: NCCL, like
-// MPI, would otherwise wait forever for a rank that died; past the deadline the communicator is
-// aborted and the job ended with a message naming the rank.
-// Overlap (engine/dist/grad_sync.h): a bucket's all-reduce is queued on this reducer's stream behind
-// an event recorded on the backend's stream when its layer's backward has been queued, so it runs
-// while the backward of the layers below still runs on the compute stream.
+// every rank joins with ncclCommInitRank on GPU local_rank. A whole-buffer reduction
+// (--dist-overlap off) waits for all work queued on the device, then all-reduces the flat f32 buffer
+// in place on this reducer's stream. A bucket's (engine/dist/grad_sync.h) is queued on this stream
+// behind an event recorded on the backend's stream when its layer's backward has been queued, so it
+// runs while the backward of the layers below still runs on the compute stream. Waiting polls this
+// stream against the --dist-timeout deadline: NCCL, like MPI, would otherwise wait forever for a rank
+// that died; past the deadline the communicator is aborted and the job ended with a message naming
+// the rank. Compiled for sm_90, never run on a GPU yet.
 #include <cuda_runtime.h>
 #include <nccl.h>
 

@@ -13,7 +13,8 @@
 // which rank drew it.
 //
 // State. The Batcher's cursor (epoch, next plan batch) is the state, and it counts per-rank
-// batches, not steps: a checkpoint resumes with any world size at the same place in the epoch.
+// batches, not steps: a checkpoint resumes with another world size at the same place in the epoch
+// (the trainer converts the cursor when the per-rank batch changes with it, the global batch staying).
 #pragma once
 #include <cstdint>
 
