@@ -163,6 +163,11 @@ void expect_same_training(Dist* t, const fs::path& two_ranks, const fs::path& on
   const Difference d = compare(a, b);
   std::printf("  2 ranks x B vs 1 rank x 2B: relative difference %.3g in norm, largest element difference %.3g\n",
               d.relative_norm, d.max_abs);
+  char text[64];
+  std::snprintf(text, sizeof text, "%.3g", d.relative_norm);
+  ::testing::Test::RecordProperty("relative_difference", text);
+  std::snprintf(text, sizeof text, "%.3g", d.max_abs);
+  ::testing::Test::RecordProperty("largest_element_difference", text);
   EXPECT_LE(d.relative_norm, 1e-6);  // NaN fails
   // The comparison must be able to fail: training moved the parameters far more than that (the
   // encoder's: the saved start has a sequence head), and a run of another batch size ends elsewhere.
