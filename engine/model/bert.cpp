@@ -352,7 +352,8 @@ void BertModel::add_head() {
       [this] {
         if (!has_labels_) return;
         const int64_t rows = logit_rows();
-        const float scale = counted_rows_ > 0 ? loss_weight_ / float(counted_rows_) : 0.f;
+        const int64_t mean_over = loss_rows_ > 0 ? loss_rows_ : counted_rows_;
+        const float scale = counted_rows_ > 0 ? loss_weight_ / float(mean_over) : 0.f;
         if (is_regression()) {
           backend_.mse(losses_.rows(rows), d_logits_.rows(rows), logits_.rows(rows), targets_.rows(rows), scale);
         } else {
@@ -425,7 +426,7 @@ void BertModel::set_batch(const PackedBatch& batch, bool with_labels) {
   backend_.copy_from_host(cls_rows_.rows(B), batch.cu_seqlens.data());
 
   counted_rows_ = 0;
-  token_offset_ = sequence_offset_ = 0;
+  token_offset_ = sequence_offset_ = loss_rows_ = 0;
   has_labels_ = with_labels;
   if (!with_labels) {
     // nothing to upload
@@ -455,6 +456,12 @@ void BertModel::set_global_offset(int64_t token_offset, int64_t sequence_offset)
   ENGINE_CHECK(token_offset >= 0 && sequence_offset >= 0, "negative batch offset");
   token_offset_ = token_offset;
   sequence_offset_ = sequence_offset;
+}
+
+void BertModel::set_loss_rows(int64_t rows) {
+  ENGINE_CHECK(rows >= counted_rows_, "the loss cannot be averaged over ", rows, " rows: the batch counts ",
+               counted_rows_);
+  loss_rows_ = rows;
 }
 
 // A site's element indices start at its first row's index in the global batch: rows are tokens

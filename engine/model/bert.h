@@ -82,6 +82,10 @@ class BertModel {
   // first sequence): dropout masks are indexed from there, so an example draws the same mask on any
   // rank (engine/dist/sharded_batches.h). set_batch() resets both to 0.
   void set_global_offset(int64_t token_offset, int64_t sequence_offset);
+  // The rows the loss gradient is averaged over: the counted rows of the whole global batch in a
+  // data-parallel step (so each rank scales by loss_weight / global rows, exactly as one process
+  // would). set_batch() resets it to the batch's own counted rows.
+  void set_loss_rows(int64_t rows);
 
   // Zeroes the gradient buffer (before each optimizer step's first micro-batch).
   void zero_grads();
@@ -115,6 +119,7 @@ class BertModel {
   bool has_labels_ = false;
   int64_t counted_rows_ = 0;  // rows that contribute to the loss
   int64_t token_offset_ = 0, sequence_offset_ = 0;  // set_global_offset()
+  int64_t loss_rows_ = 0;                           // set_loss_rows(); 0: counted_rows_
   bool backward_ready_ = false;
 
   // Batch on the device.

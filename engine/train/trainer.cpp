@@ -678,10 +678,11 @@ FinetuneResult Trainer::run() {
       // Dropout masks are a function of (seed, step, micro-batch) and the place in the global batch:
       // a resumed run draws the same, and so does any world size.
       const uint64_t dropout_seed = o_.seed * 0x9E3779B97F4A7C15ull + uint64_t(step_) * uint64_t(accum) + uint64_t(micro);
-      const double share = rows[0] > 0 ? local_rows / rows[0] : 0.0;  // exactly 1 in a world of one
-      model_->forward(Pass::train, dropout_seed, float(double(micro_weight) * share));
+      model_->set_loss_rows(int64_t(rows[0]));  // the gradient is scaled by micro_weight / global rows
+      model_->forward(Pass::train, dropout_seed, micro_weight);
       if (micro == accum - 1) grad_sync_->arm();  // the step's gradients are final in this backward
       model_->backward();
+      const double share = rows[0] > 0 ? local_rows / rows[0] : 0.0;  // exactly 1 in a world of one
       step_sums[0] += double(model_->loss()) * share / double(accum);
       double sum_sq = 0;
       for (int64_t s = 0; s < batch.sequences; ++s) {

@@ -21,8 +21,9 @@
 // shard of every global micro-batch (engine/dist/sharded_batches.h). The loss weight rule: a
 // micro-batch's loss is the mean over the rows it counts (sequences; tokens not ignored, for token
 // classification) in the GLOBAL micro-batch, times 1/accumulation steps, exactly as one process with
-// the whole global batch takes it. Each rank scales its loss gradient by (its counted rows / the
-// global counted rows, summed over the ranks first), and the gradients are summed over the ranks
+// the whole global batch takes it. The ranks first sum their counted rows; each rank then scales the
+// loss gradient of each of its rows by 1 / (global counted rows x accumulation steps) instead of
+// 1 / (its own rows x ...) (BertModel::set_loss_rows), and the gradients are summed over the ranks
 // before the norm, clipping and AdamW; so N ranks of batch B train the model one process of batch
 // N*B trains, up to the order of floating-point sums. Rank 0 logs and writes every file; the
 // evaluation is shared by the ranks and gathered exactly; an error on any rank ends the job.
