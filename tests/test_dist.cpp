@@ -196,7 +196,7 @@ TEST_F(Dist, TwoRanksTrainAsOneRankWithTheirGlobalBatchTokens) {
   auto args = [&](int64_t batch, const std::string& out) {
     return "--task tokens --model " + model(3) + " --train " + conll(task_.train, "train.conll") + " --dev " +
            conll(task_.dev, "dev.conll") + " --batch-size " + std::to_string(batch) +
-           " --max-steps 20 --gradient-accumulation-steps 2 --learning-rate 3e-3 --hidden-dropout 0.1"
+           " --max-steps 20 --gradient-accumulation-steps 2 --learning-rate 3e-3 --warmup-steps 2 --hidden-dropout 0.1"
            " --attention-dropout 0.1 --classifier-dropout 0.1 --eval-steps 20 --output-dir " +
            (dir_ / out).string();
   };
