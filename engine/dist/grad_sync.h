@@ -41,7 +41,6 @@ class GradientSync {
   void arm();
   // After it, on every rank: starts what has not started and waits until the buffer is summed.
   void finish();
-  const std::vector<GradBucket>& buckets() const { return buckets_; }
 
  private:
   void on_backward(const std::string& node);
