@@ -185,9 +185,8 @@ __device__ __forceinline__ void store_rows(bf16* g, int64_t ld, int row0, int va
 // ---------------------------------------------------------------------------------------------
 
 __device__ __forceinline__ uint32_t keep_nibble(DropoutRng rng, uint64_t index, uint32_t threshold) {
-  const uint64_t block = index >> 2;  // index is a multiple of 4 here
-  const Philox4 r = philox4x32(uint32_t(block), uint32_t(block >> 32), rng.stream, 0u, uint32_t(rng.seed),
-                               uint32_t(rng.seed >> 32));
+  // index and rng.offset are multiples of 4 here (keys in blocks of 4; the offset of whole query rows)
+  const Philox4 r = dropout_block(rng, (index + rng.offset) >> 2);
   return uint32_t(r.v[0] >= threshold) | uint32_t(r.v[1] >= threshold) << 1 | uint32_t(r.v[2] >= threshold) << 2 |
          uint32_t(r.v[3] >= threshold) << 3;
 }

@@ -103,12 +103,11 @@ __device__ __forceinline__ void dropout_factors(float (&f)[N], DropoutRng rng, u
     for (int i = 0; i < N; ++i) f[i] = 1.f;
     return;
   }
-  if (N % 4 == 0 && (index & 3) == 0) {
+  const uint64_t first = index + rng.offset;  // the element's index in the global batch
+  if (N % 4 == 0 && (first & 3) == 0) {
 #pragma unroll
     for (int g = 0; g < N / 4; ++g) {
-      const uint64_t block = (index >> 2) + g;
-      Philox4 r = philox4x32(uint32_t(block), uint32_t(block >> 32), rng.stream, 0u, uint32_t(rng.seed),
-                             uint32_t(rng.seed >> 32));
+      Philox4 r = dropout_block(rng, (first >> 2) + g);
 #pragma unroll
       for (int k = 0; k < 4; ++k) f[g * 4 + k] = r.v[k] >= threshold ? keep_scale : 0.f;
     }

@@ -40,6 +40,7 @@ class CudaBackend final : public Backend {
   void copy_to_host(void* dst, Tensor src) override;
   void copy(Tensor dst, Tensor src) override;
   void synchronize() override;
+  void* native_stream() override { return stream_; }
   void range_push(const char* name) override;
   void range_pop() override;
 

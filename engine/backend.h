@@ -103,6 +103,9 @@ class Backend {
   virtual void copy_to_host(void* dst, Tensor src) = 0;          // waits for the copy
   virtual void copy(Tensor dst, Tensor src) = 0;                 // same dtype and size, same device
   virtual void synchronize() = 0;
+  // The stream ops are queued on (a cudaStream_t on the GPU; null where ops run synchronously), for
+  // work that must follow them from another stream (engine/dist/: the gradient all-reduce).
+  virtual void* native_stream() { return nullptr; }
 
   // The device's dense matrix-product peak in TFLOP/s for activations of dtype `act` (datasheet),
   // for MFU; 0 when unknown (the CPU), and MFU is then not reported.

@@ -33,9 +33,14 @@ class Graph {
     for (int i = 0; i < n; ++i) run(nodes_[i].name, nodes_[i].forward, "");
   }
   void backward() {
-    for (int i = int(nodes_.size()) - 1; i >= 0; --i)
+    for (int i = int(nodes_.size()) - 1; i >= 0; --i) {
       if (nodes_[i].backward) run(nodes_[i].name, nodes_[i].backward, ".backward");
+      if (after_backward_) after_backward_(nodes_[i].name);
+    }
   }
+  // Called with each node's name once its backward has been queued (the data-parallel gradient
+  // buckets start there, engine/dist/grad_sync.h); empty: nothing is called.
+  void set_after_backward(std::function<void(const std::string& node)> f) { after_backward_ = std::move(f); }
 
   const std::vector<Node>& nodes() const { return nodes_; }
   // Index of the first node whose name is `name` (for forward(end)).
@@ -55,6 +60,7 @@ class Graph {
 
   Backend& backend_;
   std::vector<Node> nodes_;
+  std::function<void(const std::string&)> after_backward_;
 };
 
 }  // namespace engine

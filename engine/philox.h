@@ -41,19 +41,26 @@ ENGINE_HD Philox4 philox4x32(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3,
 }
 
 // Where a dropout site draws from: the step's seed and a stream id unique to the site
-// (layer and position in the layer), so no two sites share a mask.
+// (layer and position in the layer), so no two sites share a mask. offset is added to every element
+// index: the index of the batch's first element in the global batch of a data-parallel step
+// (engine/dist/sharded_batches.h), so an example draws the same mask on whichever rank it lands.
 struct DropoutRng {
   uint64_t seed = 0;
   uint32_t stream = 0;
+  uint64_t offset = 0;
 };
 
+// The four 32-bit words of block `block` (elements 4*block .. 4*block+3, offset included).
+ENGINE_HD Philox4 dropout_block(DropoutRng rng, uint64_t block) {
+  return philox4x32(uint32_t(block), uint32_t(block >> 32), rng.stream, 0u, uint32_t(rng.seed),
+                    uint32_t(rng.seed >> 32));
+}
+
 // 32 random bits for element `index` of a site. One Philox call yields four words, so elements
-// 4k..4k+3 share one call: a GPU thread handling four neighbours pays for one.
+// 4k..4k+3 (after the offset) share one call: a GPU thread handling four neighbours pays for one.
 ENGINE_HD uint32_t dropout_bits(DropoutRng rng, uint64_t index) {
-  uint64_t block = index >> 2;
-  Philox4 r = philox4x32(uint32_t(block), uint32_t(block >> 32), rng.stream, 0u, uint32_t(rng.seed),
-                         uint32_t(rng.seed >> 32));
-  return r.v[index & 3];
+  const uint64_t i = index + rng.offset;
+  return dropout_block(rng, i >> 2).v[i & 3];
 }
 
 // Drop probability p as a 32-bit threshold: an element is kept when its bits are >= threshold.

@@ -6,11 +6,45 @@
 #include <iostream>
 
 #include "engine/cli/commands.h"
+#include "engine/dist/world.h"
+#include "engine/dist/world_bench.h"
 #include "engine/error.h"
 #include "engine/io/result_path.h"
 #include "engine/perf/step_bench.h"
+#include "engine/train/trainer.h"
 
 namespace engine::cli {
+
+namespace {
+
+// One bench; under mpirun every rank benches its own device and only rank 0 prints and writes.
+void run_bench(perf::StepBenchOptions o, const std::string& json_path, bool world, int world_reps) {
+  dist::World& w = dist::World::get();
+  std::ostream quiet(nullptr);
+  std::ostream& out = w.root() ? std::cout : quiet;
+  if (world) {
+    ENGINE_CHECK(w.distributed(), "--world: run the bench under mpirun or srun with more than one rank");
+    if (resolve_backend(o.backend) == "cuda") {
+      o.device = w.local_rank();  // one GPU per rank
+      w.open_gpu_reducer();
+    }
+  }
+  nlohmann::json report = perf::run_step_bench(o, out);
+  out << perf::summarize_step_bench(report);
+  if (world) {
+    report["world"] = dist::measure_world(report, report["backend"].get<std::string>(), o.device, world_reps);
+    out << dist::summarize_world(report["world"]);
+  }
+  if (!json_path.empty() && w.root()) {
+    std::ofstream file(json_path);
+    ENGINE_CHECK(file, "--json ", json_path, ": cannot write the file");
+    file << report.dump(2) << "\n";
+    ENGINE_CHECK(file.good(), "--json ", json_path, ": write failed");
+    out << "report: " << io::result_path(json_path) << "\n";
+  }
+}
+
+}  // namespace
 
 void add_bench_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
@@ -51,17 +85,22 @@ void add_bench_command(CLI::App& app) {
                   "A:B: cudaProfilerStart before timed step A, Stop after step B (nsys --capture-range=cudaProfilerApi)");
   cmd->add_option("--seed", o->seed, "seed of the random weights, ids and labels")->capture_default_str();
   cmd->add_option("--json", *json_path, "write the full report as JSON to this file");
-  cmd->callback([o, json_path] {
-    nlohmann::json report = perf::run_step_bench(*o, std::cout);
-    std::cout << perf::summarize_step_bench(report);
-    if (!json_path->empty()) {
-      std::ofstream out(*json_path);
-      ENGINE_CHECK(out, "--json ", *json_path, ": cannot write the file");
-      out << report.dump(2) << "\n";
-      ENGINE_CHECK(out.good(), "--json ", *json_path, ": write failed");
-      std::cout << "report: " << io::result_path(*json_path) << "\n";
+  auto world = std::make_shared<bool>(false);
+  auto world_reps = std::make_shared<int>(20);
+  cmd->add_flag("--world", *world,
+                "under mpirun/srun (N > 1 ranks, each benching the step on its own GPU): also time the all-reduce of "
+                "the gradients across the ranks and report the data-parallel step; rank 0 prints");
+  cmd->add_option("--world-reps", *world_reps, "timed all-reduces for --world")->capture_default_str();
+  cmd->callback([o, json_path, world, world_reps] {
+    dist::World& w = dist::World::get();
+    try {
+      run_bench(*o, *json_path, *world, *world_reps);
+    } catch (const std::exception& e) {
+      if (!w.distributed()) throw;
+      w.abort_with(e.what());  // an error on one rank ends the job, it does not leave the others waiting
     }
   });
 }
 
 }  // namespace engine::cli
+

@@ -36,7 +36,7 @@ void add_finetune_command(CLI::App& app) {
   cmd->add_option("--num-train-epochs", o->num_train_epochs, "epochs (may be fractional)")->capture_default_str();
   cmd->add_option("--max-steps", o->max_steps, "optimizer steps; overrides --num-train-epochs when positive")
       ->capture_default_str();
-  cmd->add_option("--batch-size", o->batch_size, "sequences per micro-batch")->capture_default_str();
+  cmd->add_option("--batch-size", o->batch_size, "sequences per micro-batch (per rank under mpirun/srun)")->capture_default_str();
   cmd->add_option("--eval-batch-size", o->eval_batch_size, "sequences per evaluation batch")->capture_default_str();
   cmd->add_option("--max-tokens", o->max_tokens, "token budget per batch (0: none; batches are packed, never padded)")
       ->capture_default_str();
@@ -74,8 +74,19 @@ void add_finetune_command(CLI::App& app) {
   cmd->add_option("--on-divergence", o->on_divergence, "a NaN/inf loss or gradient: stop the run, or skip the step")
       ->capture_default_str();
   cmd->add_option("--resume", o->resume, "continue exactly from a checkpoint-<step> directory (or the latest in DIR)");
+  cmd->add_option("--dist-timeout", o->dist_timeout,
+                  "under mpirun/srun: seconds a rank waits for the others in a collective before it ends the job")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  auto overlap = std::make_shared<std::string>("on");
+  cmd->add_option("--dist-overlap", *overlap,
+                  "under mpirun/srun: all-reduce each layer's gradients while backward runs on (on), or all of them "
+                  "after backward (off, for measurement)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"on", "off"}));
 
-  cmd->callback([cmd, o, max_length, data, lora] {
+  cmd->callback([cmd, o, max_length, data, lora, overlap] {
+    o->dist_overlap = *overlap == "on";
     if (o->model_dir.empty() && o->train_file.empty()) {
       // The embedded default keeps its own settings but for the flags given.
       FinetuneOptions d = embedded_default_options();

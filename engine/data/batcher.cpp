@@ -149,12 +149,14 @@ int64_t Batcher::num_batches(int64_t epoch) const {
   return static_cast<int64_t>(plan_for(epoch).size());
 }
 
-PackedBatch Batcher::batch(int64_t epoch, int64_t b) const {
+const std::vector<int64_t>& Batcher::batch_positions(int64_t epoch, int64_t b) const {
   const auto& plan = plan_for(epoch);
   ENGINE_CHECK(b >= 0 && b < int64_t(plan.size()), "batcher: batch ", b, " of epoch ", epoch, " does not exist (",
                plan.size(), " batches)");
-  return pack_batch(examples_, plan[b]);
+  return plan[b];
 }
+
+PackedBatch Batcher::batch(int64_t epoch, int64_t b) const { return pack_batch(examples_, batch_positions(epoch, b)); }
 
 PackedBatch Batcher::next() {
   PackedBatch out = batch(epoch_, batch_);

@@ -80,6 +80,8 @@ class Batcher {
   // Example positions (into examples()) of every batch of an epoch, in batch order.
   std::vector<std::vector<int64_t>> epoch_plan(int64_t epoch) const;
   int64_t num_batches(int64_t epoch) const;
+  // Example positions of batch b of an epoch (the epoch's plan is cached, as for batch()).
+  const std::vector<int64_t>& batch_positions(int64_t epoch, int64_t b) const;
 
   BatcherState state() const;
   // Continues exactly where state() was taken. Throws if the state belongs to another seed or

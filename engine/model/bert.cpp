@@ -429,12 +429,17 @@ void BertModel::add_head() {
       [this] {
         if (!has_labels_) return;
         const int64_t rows = logit_rows();
-        const float scale = counted_rows_ > 0 ? loss_weight_ / float(counted_rows_) : 0.f;
+        const int64_t mean_over = loss_rows_ > 0 ? loss_rows_ : counted_rows_;
+        const float scale = counted_rows_ > 0 ? loss_weight_ / float(mean_over) : 0.f;
         if (options_.head == Head::question_answering) {
+          // Each column's mean is over its own counted positions; in a data-parallel step over the
+          // global batch's rows (exact when every position counts, as run_qa.py's windows give).
           const int64_t B = shape_.sequences;
+          const float start_scale = loss_rows_ > 0 ? 0.5f / float(loss_rows_) : span_scale_[0];
+          const float end_scale = loss_rows_ > 0 ? 0.5f / float(loss_rows_) : span_scale_[1];
           backend_.span_cross_entropy(losses_.rows(2 * B).view({B, 2}), d_logits_.rows(rows), logits_.rows(rows),
                                       cu_seqlens_.rows(B + 1), span_positions_.rows(B), shape_,
-                                      loss_weight_ * span_scale_[0], loss_weight_ * span_scale_[1]);
+                                      loss_weight_ * start_scale, loss_weight_ * end_scale);
         } else if (is_regression()) {
           backend_.mse(losses_.rows(rows), d_logits_.rows(rows), logits_.rows(rows), targets_.rows(rows), scale);
         } else {
@@ -561,6 +566,8 @@ void BertModel::set_batch(const PackedBatch& batch, bool with_labels) {
   backend_.copy_from_host(cls_rows_.rows(B), batch.cu_seqlens.data());
 
   counted_rows_ = 0;
+  token_offset_ = sequence_offset_ = loss_rows_ = 0;
+  if (lora_) lora_->set_token_offset(0);
   has_labels_ = with_labels;
   if (!with_labels) {
     // nothing to upload
@@ -586,6 +593,31 @@ void BertModel::set_batch(const PackedBatch& batch, bool with_labels) {
     backend_.copy_from_host(labels_.rows(rows), labels.data());
   }
   backward_ready_ = false;
+}
+
+void BertModel::set_global_offset(int64_t token_offset, int64_t sequence_offset) {
+  ENGINE_CHECK(token_offset >= 0 && sequence_offset >= 0, "negative batch offset");
+  token_offset_ = token_offset;
+  sequence_offset_ = sequence_offset;
+  if (lora_) lora_->set_token_offset(token_offset);
+}
+
+void BertModel::set_loss_rows(int64_t rows) {
+  ENGINE_CHECK(rows >= counted_rows_, "the loss cannot be averaged over ", rows, " rows: the batch counts ",
+               counted_rows_);
+  loss_rows_ = rows;
+}
+
+// A site's element indices start at its first row's index in the global batch: rows are tokens
+// ([T, H] sites and attention probabilities) but for the pooled [CLS] rows ([B, H]).
+DropoutRng BertModel::rng(uint32_t stream) const {
+  const uint64_t H = uint64_t(config_.hidden_size);
+  uint64_t offset = uint64_t(token_offset_) * H;
+  if (stream >= attention_probs_stream(0) && (stream - attention_probs_stream(0)) % 4 == 0)
+    offset = attention_dropout_index(token_offset_, 0, int(config_.num_attention_heads), 0);
+  else if (stream == kHeadDropout && options_.head == Head::sequence_classification)
+    offset = uint64_t(sequence_offset_) * H;
+  return DropoutRng{step_seed_, stream, offset};
 }
 
 void BertModel::forward(Pass pass, uint64_t dropout_seed, float loss_weight) {

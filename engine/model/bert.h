@@ -73,6 +73,8 @@ class BertModel {
   void forward(Pass pass, uint64_t dropout_seed, float loss_weight = 1.f);
   // Accumulates parameter gradients (+=) for the last forward. Needs labels.
   void backward();
+  // Told each graph node's name ("layer.3.attention") once its backward is queued; {}: nobody.
+  void set_after_backward(std::function<void(const std::string& node)> f) { graph_.set_after_backward(std::move(f)); }
   // Mean loss of the last forward over the rows counted (reads from the device: do it when logging).
   float loss();
   // Rows of the current batch that count in the loss (labelled sequences, or tokens not ignored).
@@ -81,6 +83,15 @@ class BertModel {
   // tokens for token classification and question answering (start, end).
   std::vector<float> logits();
   int64_t logit_rows() const;
+
+  // Where the current batch sits in the global batch of a data-parallel step (its first token and
+  // first sequence): dropout masks are indexed from there, so an example draws the same mask on any
+  // rank (engine/dist/sharded_batches.h). set_batch() resets both to 0.
+  void set_global_offset(int64_t token_offset, int64_t sequence_offset);
+  // The rows the loss gradient is averaged over: the counted rows of the whole global batch in a
+  // data-parallel step (so each rank scales by loss_weight / global rows, exactly as one process
+  // would). set_batch() resets it to the batch's own counted rows.
+  void set_loss_rows(int64_t rows);
 
   // Zeroes the gradient buffer (before each optimizer step's first micro-batch).
   void zero_grads();
@@ -96,7 +107,7 @@ class BertModel {
   void add_qa_head(Tensor last);
   void set_span_positions(const PackedBatch& batch);
   float span_loss();
-  DropoutRng rng(uint32_t stream) const { return DropoutRng{step_seed_, stream}; }
+  DropoutRng rng(uint32_t stream) const;
   float p(float prob) const { return pass_ == Pass::train ? prob : 0.f; }
   Tensor act_rows(Tensor t) const { return t.rows(shape_.tokens); }
 
@@ -117,6 +128,8 @@ class BertModel {
   float loss_weight_ = 1.f;
   bool has_labels_ = false;
   int64_t counted_rows_ = 0;  // rows that contribute to the loss
+  int64_t token_offset_ = 0, sequence_offset_ = 0;  // set_global_offset()
+  int64_t loss_rows_ = 0;                           // set_loss_rows(); 0: counted_rows_
   bool backward_ready_ = false;
 
   // Batch on the device.

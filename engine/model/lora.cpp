@@ -130,11 +130,12 @@ void LoraAdapters::bind(const ParamStore& params) {
   }
 }
 
-LoraArgs LoraAdapters::args(int layer, LoraSite site, int64_t col, float p, uint64_t seed) const {
+LoraArgs LoraAdapters::args(int layer, LoraSite site, int64_t in, int64_t col, float p, uint64_t seed) const {
   LoraArgs a;
   a.scale = lora_.scale();
   a.p = p;
-  a.rng = DropoutRng{seed, adapter_stream(layer, site)};
+  // The dropped input is [T, in]: element t * in + c, shifted by the tokens before this batch.
+  a.rng = DropoutRng{seed, adapter_stream(layer, site), uint64_t(token_offset_) * uint64_t(in)};
   a.col = col;
   return a;
 }
@@ -143,7 +144,7 @@ void LoraAdapters::forward(Backend& backend, int layer, LoraSite site, Tensor y,
                            uint64_t seed, Activation act, Tensor pre) {
   Adapter& ad = at(layer, site);
   Tensor u = p > 0.f ? Tensor(u_.data, u_.dtype, u_.device, {T, ad.in}) : Tensor{};
-  backend.lora_forward(y, ad.z.rows(T), u, x, ad.a, ad.b, args(layer, site, ad.col, p, seed), act, pre);
+  backend.lora_forward(y, ad.z.rows(T), u, x, ad.a, ad.b, args(layer, site, ad.in, ad.col, p, seed), act, pre);
 }
 
 void LoraAdapters::backward(Backend& backend, int layer, LoraSite site, Tensor dx, Tensor dy, Tensor x, int64_t T,
@@ -151,7 +152,7 @@ void LoraAdapters::backward(Backend& backend, int layer, LoraSite site, Tensor d
   Adapter& ad = at(layer, site);
   Tensor u = p > 0.f ? Tensor(u_.data, u_.dtype, u_.device, {T, ad.in}) : Tensor{};
   backend.lora_backward(dx, ad.da, ad.db, dz_.rows(T), u, dy, x, ad.z.rows(T), ad.a, ad.b,
-                        args(layer, site, ad.col, p, seed), act_of_x, pre_of_x);
+                        args(layer, site, ad.in, ad.col, p, seed), act_of_x, pre_of_x);
 }
 
 }  // namespace engine

@@ -74,6 +74,9 @@ class LoraAdapters {
   void plan(Arena& arena, DType act, int64_t max_tokens);
   // Takes the views of A, B and their gradients once the parameter arena is allocated.
   void bind(const ParamStore& params);
+  // The batch's first token in the global batch of a data-parallel step (BertModel::set_global_offset):
+  // the adapter dropout of token t then draws what one process would draw for that token.
+  void set_token_offset(int64_t token_offset) { token_offset_ = token_offset; }
 
   // The adapter's path of layer `layer`'s `site` over the first T rows: adds into y (columns
   // [col, col + out): the fused QKV output takes query at 0, key at H, value at 2H), or into pre
@@ -92,13 +95,14 @@ class LoraAdapters {
     int64_t in = 0, out = 0, col = 0;
   };
   Adapter& at(int layer, LoraSite site) { return adapters_[size_t(layer) * size_t(LoraSite::count) + size_t(site)]; }
-  LoraArgs args(int layer, LoraSite site, int64_t col, float p, uint64_t seed) const;
+  LoraArgs args(int layer, LoraSite site, int64_t in, int64_t col, float p, uint64_t seed) const;
 
   LoraConfig lora_;
   BertConfig config_;
   bool adapted_[size_t(LoraSite::count)] = {};
   std::vector<Adapter> adapters_;  // [layer][site], only adapted ones have tensors
   Tensor dz_, u_;                  // backward scratch [T, r]; dropped input [T, max(H, I)] when dropout > 0
+  int64_t token_offset_ = 0;
 };
 
 }  // namespace engine

@@ -561,6 +561,7 @@ json Bench::run() {
   resolve();
   BackendOptions bo;
   bo.attention = o_.attention;
+  bo.device = o_.device;
   backend_ = make_backend(backend_name_, bo);
   graphs_ = o_.cuda_graphs == "on" || (o_.cuda_graphs == "auto" && backend_->can_capture());
   ENGINE_CHECK(!graphs_ || backend_->can_capture(), "--cuda-graphs on needs a backend that captures (cuda); ",

@@ -78,6 +78,7 @@ struct StepBenchOptions {
   int64_t peak_gemm = -1;            // n of the n^3 peak GEMM; -1: 8192 on cuda, 256 on cpu; 0: skip
   std::string profile_steps;         // "A:B": profiler bracket around timed steps A..B (0-based, inclusive)
   uint64_t seed = 1234;
+  int device = 0;                    // cuda: which GPU (a rank's local rank under mpirun)
   float learning_rate = 2e-5f;
 };
 

@@ -1,5 +1,7 @@
 #include "engine/train/default_run.h"
 
+#include "engine/dist/world.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -85,9 +87,14 @@ FinetuneResult run_embedded_default(FinetuneOptions o, std::ostream& log) {
   SyntheticTask task = SyntheticTask::make(o.seed, 4000, 500);
   o.model_in_memory = InMemoryModel{default_config(int64_t(task.vocab.size())), task.vocab};
   o.data_in_memory = InMemoryData{{"negative", "positive"}, to_task_data(task.train), to_task_data(task.dev)};
-  if (o.output_dir.empty()) o.output_dir = make_temporary_directory();
+  // Under mpirun every rank uses rank 0's new directory (only rank 0 writes in it but the vocabulary).
+  dist::World& world = dist::World::get();
+  if (o.output_dir.empty())
+    o.output_dir = world.broadcast_from_root(world.root() ? make_temporary_directory() : "", "the output directory");
 
-  log << "engine finetune with no --model and no --train: the embedded default\n"
+  std::ostream quiet(nullptr);  // under mpirun only rank 0 speaks
+  std::ostream& out = world.root() ? log : quiet;
+  out << "engine finetune with no --model and no --train: the embedded default\n"
       << "  task: synthetic sentiment (positive when positive words outnumber negative ones)\n"
       << "  e.g. \"" << task.text(task.train[0]) << "\" -> " << o.data_in_memory->labels[size_t(task.train[0].label)]
       << "\n";
@@ -98,7 +105,7 @@ FinetuneResult run_embedded_default(FinetuneOptions o, std::ostream& log) {
                 "loss %.4f -> %.4f (mean of the first and last 10 logged steps); dev accuracy %.1f%% on %zu "
                 "sentences (majority class: %.1f%%)\n",
                 first, last, 100.0 * r.dev_metrics.at("accuracy"), task.dev.size(), 100.0 * majority_share(task.dev));
-  log << line << "metrics.jsonl, run_config.json and the model (try `engine predict --model " << o.output_dir
+  out << line << "metrics.jsonl, run_config.json and the model (try `engine predict --model " << o.output_dir
       << "/model`) are in " << o.output_dir << "\n";
   return r;
 }

@@ -268,8 +268,34 @@ std::string default_best_metric(Task task) {
   return "loss";
 }
 
+namespace {
+
+// Makes every rank's results whole: each example's logits (C per sequence, or per token for token
+// classification) laid end to end, zeros where another rank ran the batch, and the per-batch losses,
+// summed across the ranks (exact, see EvalShard).
+void gather_shards(const TaskData& data, int64_t C, const EvalShard& shard, std::vector<std::vector<float>>& logits,
+                   std::vector<double>& batch_loss) {
+  std::vector<float> flat;
+  for (size_t e = 0; e < data.examples.size(); ++e) {
+    const size_t n = size_t(C) * (data.task == Task::tokens || data.task == Task::qa ? data.examples[e].ids.size() : 1);
+    if (logits[e].empty()) flat.resize(flat.size() + n, 0.f);
+    else flat.insert(flat.end(), logits[e].begin(), logits[e].end());
+  }
+  shard.sum_f32(flat);
+  shard.sum_f64(batch_loss);
+  size_t at = 0;
+  for (size_t e = 0; e < data.examples.size(); ++e) {
+    const size_t n = size_t(C) * (data.task == Task::tokens || data.task == Task::qa ? data.examples[e].ids.size() : 1);
+    logits[e].assign(flat.begin() + at, flat.begin() + at + n);
+    at += n;
+  }
+}
+
+}  // namespace
+
 Predictions predict(BertModel& model, const TaskData& data, const LabelMap& labels, int64_t batch_size,
-                    int64_t max_tokens, const std::function<void(int64_t rows_done)>& rows_done) {
+                    int64_t max_tokens, const std::function<void(int64_t rows_done)>& rows_done,
+                    const EvalShard& shard) {
   const int64_t C = model.config().num_labels;
   BatcherOptions bo;
   bo.batch_size = batch_size;
@@ -278,20 +304,24 @@ Predictions predict(BertModel& model, const TaskData& data, const LabelMap& labe
   Batcher batcher(data.examples, bo);
   Predictions out;
   out.task = data.task;
-  double loss_sum = 0;
-  int64_t loss_rows = 0, rows = 0;
+  const int64_t num_batches = batcher.num_batches(0);
+  // Per batch: the loss weighted back to a sum, and the rows it counts (summed in batch order below).
+  std::vector<double> batch_loss(size_t(2 * num_batches), 0.0);
+  int64_t rows = 0;
   const bool per_token = data.task == Task::tokens || data.task == Task::qa;
   std::vector<std::vector<float>> token_logits(per_token ? data.examples.size() : 0);
   out.logits.resize(per_token ? 0 : data.examples.size());
-  for (int64_t i = 0; i < batcher.num_batches(0); ++i) {
+  for (int64_t i = 0; i < num_batches; ++i) {
     PackedBatch b = batcher.batch(0, i);
+    rows += b.sequences;
+    if (i % shard.world != shard.rank) continue;
     model.set_batch(b, data.has_labels);
     model.forward(Pass::eval, 0);
     std::vector<float> logits = model.logits();
     if (data.has_labels) {
       // loss() is the mean over counted rows; weight it back to a sum for the data set's mean.
-      loss_sum += double(model.loss()) * double(model.counted_rows());
-      loss_rows += model.counted_rows();
+      batch_loss[size_t(2 * i)] = double(model.loss()) * double(model.counted_rows());
+      batch_loss[size_t(2 * i + 1)] = double(model.counted_rows());
     }
     for (int64_t s = 0; s < b.sequences; ++s) {
       const int64_t example = b.example_index[s];
@@ -302,8 +332,13 @@ Predictions predict(BertModel& model, const TaskData& data, const LabelMap& labe
         out.logits[example].assign(logits.begin() + s * C, logits.begin() + (s + 1) * C);
       }
     }
-    rows += b.sequences;
     if (rows_done) rows_done(rows);
+  }
+  if (shard.world > 1) gather_shards(data, C, shard, per_token ? token_logits : out.logits, batch_loss);
+  double loss_sum = 0, loss_rows = 0;
+  for (int64_t i = 0; i < num_batches; ++i) {
+    loss_sum += batch_loss[size_t(2 * i)];
+    loss_rows += batch_loss[size_t(2 * i + 1)];
   }
   auto argmax = [](const float* p, int64_t n) {
     return int32_t(std::max_element(p, p + n) - p);
@@ -322,7 +357,7 @@ Predictions predict(BertModel& model, const TaskData& data, const LabelMap& labe
     out.answers = postprocess_qa(data.qa->file, data.qa->features, token_logits, data.qa->options, data.qa->version_2);
   }
   if (!data.has_labels) return out;
-  out.metrics["loss"] = loss_rows ? loss_sum / double(loss_rows) : NAN;
+  out.metrics["loss"] = loss_rows > 0 ? loss_sum / loss_rows : NAN;
   switch (data.task) {
     case Task::classify: {
       std::vector<int32_t> gold, pred;

@@ -95,11 +95,22 @@ struct Predictions {
   std::map<std::string, double> metrics;   // "loss", "accuracy", "f1", ... (empty without labels)
 };
 
+// Evaluation shared by the ranks of a data-parallel run: this rank runs the batches b with
+// b % world == rank, and sum() adds a buffer across the ranks in place (engine/dist/world.h). Every
+// logit and every batch's loss is computed by exactly one rank and is zero on the others, so the
+// sums are exact: every rank scores the same numbers, in the same order, as one process would.
+struct EvalShard {
+  int rank = 0, world = 1;
+  std::function<void(std::vector<float>&)> sum_f32;
+  std::function<void(std::vector<double>&)> sum_f64;
+};
+
 // Runs the model in eval mode over the data in batches of at most batch_size sequences and
 // max_tokens tokens, and scores it. rows_done, when given, is called after every batch with the
 // number of rows done so far (progress).
 Predictions predict(BertModel& model, const TaskData& data, const LabelMap& labels, int64_t batch_size,
-                    int64_t max_tokens, const std::function<void(int64_t rows_done)>& rows_done = {});
+                    int64_t max_tokens, const std::function<void(int64_t rows_done)>& rows_done = {},
+                    const EvalShard& shard = {});
 // The metric a run keeps its best checkpoint by, by default: accuracy, pearson or f1.
 std::string default_best_metric(Task task);
 // qa: writes predictions.json (id -> answer text) and, for v2, null_odds.json (id -> null_odds)

@@ -15,6 +15,9 @@
 #include <optional>
 #include <set>
 
+#include "engine/dist/grad_sync.h"
+#include "engine/dist/sharded_batches.h"
+#include "engine/dist/world.h"
 #include "engine/io/atomic_file.h"
 #include "engine/io/result_path.h"
 #include "engine/io/safetensors.h"
@@ -69,11 +72,14 @@ nlohmann::json lora_json(const LoraConfig& l) {
 // The options that must not change between a run and its resumption: anything that changes which
 // batches come, how they are scaled, or the arithmetic. The adapters' settings join it only when
 // there are adapters, so the fingerprints of full fine-tunes stay what they were.
-nlohmann::json resume_fingerprint(const FinetuneOptions& o, const std::string& backend, DType act) {
+// batch_size is the global batch (per-rank batch x ranks): a checkpoint resumes with another world
+// size when the global batch stays, e.g. 2 ranks x 16 from 1 rank x 32. A token budget or length
+// grouping makes the plan depend on the per-rank batch, and then the world size must stay too.
+nlohmann::json resume_fingerprint(const FinetuneOptions& o, const std::string& backend, DType act, int world) {
   nlohmann::json f = {{"train_data_fnv1a64", o.data_in_memory ? "in memory: " + o.data_in_memory->train.path : file_digest(o.train_file)},
           {"task", o.task},
           {"seed", o.seed},
-          {"batch_size", o.batch_size},
+          {"batch_size", o.batch_size * world},
           {"max_tokens", o.max_tokens},
           {"group_by_length", o.group_by_length},
           {"gradient_accumulation_steps", o.gradient_accumulation_steps},
@@ -85,6 +91,7 @@ nlohmann::json resume_fingerprint(const FinetuneOptions& o, const std::string& b
           {"precision", dtype_name(act)}};
   if (o.lora.enabled()) f["lora"] = lora_json(o.lora);
   if (o.task == "qa") f["doc_stride"] = o.data.qa.doc_stride;  // it cuts the windows the batches hold
+  if (o.max_tokens > 0 || o.group_by_length) f["world_size"] = world;
   return f;
 }
 
@@ -238,7 +245,8 @@ std::string format_metrics(const std::map<std::string, double>& m) {
 
 class Trainer {
  public:
-  Trainer(const FinetuneOptions& o, std::ostream& log) : o_(o), log_(log), progress_(log) {}
+  Trainer(const FinetuneOptions& o, std::ostream& log, dist::World& world)
+      : o_(o), log_(log), progress_(log), world_(world) {}
   FinetuneResult run();
 
  private:
@@ -256,10 +264,15 @@ class Trainer {
   void append_metrics(nlohmann::json event);
   void prune_checkpoints();
   nlohmann::json trainer_state() const;
+  void check_replicas();
+  EvalShard eval_shard();
 
   const FinetuneOptions& o_;
   std::ostream& log_;
   Progress progress_;
+  dist::World& world_;  // the ranks of a data-parallel run (one: a plain run); rank 0 writes files
+  std::unique_ptr<dist::ShardedBatches> shards_;
+  std::unique_ptr<dist::GradientSync> grad_sync_;
   std::string backend_name_;
   DType act_ = DType::f32;
   Task task_ = Task::classify;
@@ -422,6 +435,11 @@ void Trainer::setup() {
   mo.max_tokens = o_.max_tokens > 0 ? std::max(o_.max_tokens, longest) : mo.max_sequences * longest;
   BackendOptions bo;
   bo.attention = o_.attention;
+  world_.set_timeout(o_.dist_timeout);
+  if (backend_name_ == "cuda") {
+    bo.device = world_.local_rank();  // one GPU per rank
+    world_.open_gpu_reducer();
+  }
   backend_ = make_backend(backend_name_, bo);
   model_ = std::make_unique<BertModel>(*backend_, config_, mo);
 
@@ -432,6 +450,7 @@ void Trainer::setup() {
   ac.weight_decay = float(o_.weight_decay);
   ac.max_grad_norm = float(o_.max_grad_norm);
   optimizer_ = std::make_unique<Optimizer>(*backend_, model_->params(), ac);
+  grad_sync_ = std::make_unique<dist::GradientSync>(world_, *model_, o_.dist_overlap);
 
   BatcherOptions bopt;
   bopt.batch_size = o_.batch_size;
@@ -439,7 +458,8 @@ void Trainer::setup() {
   bopt.group_by_length = o_.group_by_length;
   bopt.seed = o_.seed;
   batcher_ = std::make_unique<Batcher>(train_data_.examples, bopt);
-  steps_per_epoch_ = (batcher_->num_batches(0) + o_.gradient_accumulation_steps - 1) / o_.gradient_accumulation_steps;
+  shards_ = std::make_unique<dist::ShardedBatches>(*batcher_, world_.rank(), world_.size());
+  steps_per_epoch_ = (shards_->global_batches(0) + o_.gradient_accumulation_steps - 1) / o_.gradient_accumulation_steps;
   total_steps_ = o_.max_steps > 0 ? o_.max_steps : int64_t(std::ceil(o_.num_train_epochs * double(steps_per_epoch_)));
   int64_t warmup = resolve_warmup_steps(o_.warmup_steps, o_.warmup_ratio, total_steps_);
   schedule_ = std::make_unique<LrSchedule>(parse_schedule_kind(o_.lr_scheduler_type), o_.learning_rate, warmup,
@@ -447,9 +467,17 @@ void Trainer::setup() {
   best_metric_ = o_.metric_for_best_model.empty() ? default_best_metric(task_) : o_.metric_for_best_model;
   greater_is_better_ = best_metric_ != "loss";
 
-  remove_stale_saves(o_.output_dir, log_);
+  // Options, model and data must be the same on every rank (a fingerprint from rank 0).
+  nlohmann::json fingerprint = resume_fingerprint(o_, backend_name_, act_, world_.size());
+  fingerprint["parameters"] = model_->params().size();
+  fingerprint["train_examples"] = train_data_.examples.size();
+  fingerprint["dev_examples"] = dev_data_.examples.size();
+  fingerprint["total_steps"] = total_steps_;
+  world_.check_same_as_root(fingerprint, "the run's options, model and data");
+  if (world_.root()) remove_stale_saves(o_.output_dir, log_);
   if (!o_.resume.empty()) {
-    restore(find_resume_dir(o_.resume, log_));
+    // Rank 0 picks (and tidies) the checkpoint; every rank reads the one it picked.
+    restore(world_.broadcast_from_root(world_.root() ? find_resume_dir(o_.resume, log_) : "", "--resume directory"));
   } else if (o_.model_in_memory) {
     model_->init_weights(o_.seed);
     log_ << "  weights: random (seed " << o_.seed << ")\n";
@@ -471,6 +499,10 @@ void Trainer::setup() {
        << (o_.max_tokens > 0 ? " sequences / " + std::to_string(o_.max_tokens) + " tokens" : " sequences") << " x "
        << o_.gradient_accumulation_steps << " accumulation, lr " << o_.learning_rate << " " << o_.lr_scheduler_type
        << " with " << warmup << " warmup steps" << std::endl;  // shown before the first step, not with it
+  if (world_.distributed())
+    log_ << "  data parallel: " << world_.size() << " ranks, global batch " << world_.size() << " x " << o_.batch_size
+         << " sequences; rank 0 logs, evaluates and saves" << std::endl;
+  if (!world_.root()) return;
 
   fs::create_directories(o_.output_dir);
   nlohmann::json run = options_json(o_);
@@ -482,6 +514,7 @@ void Trainer::setup() {
                      {"metric_for_best_model", best_metric_},
                      {"labels", task_ == Task::regress ? nlohmann::json::array() : nlohmann::json(labels_.names())},
                      {"train_examples", train_data_.examples.size()},
+                     {"world_size", world_.size()},
                      {"parameters", model_->params().count()},
                      {"trainable_parameters", model_->params().trainable_count()},
                      {"optimizer_state_bytes", model_->params().optimizer_state_bytes()}};
@@ -493,15 +526,17 @@ nlohmann::json Trainer::trainer_state() const {
   return {{"global_step", step_},
           {"optimizer_steps", optimizer_->steps_taken()},
           {"skipped_steps", skipped_},
-          {"batcher", {{"epoch", b.epoch}, {"batch", b.batch}, {"seed", b.seed}, {"examples", b.examples}}},
+          {"batcher",
+           {{"epoch", b.epoch}, {"batch", b.batch}, {"seed", b.seed}, {"examples", b.examples}, {"batch_size", o_.batch_size}}},
           {"best_metric", best_metric_},
           {"best_value", metric_value(best_value_)},
           {"best_step", best_step_},
           {"parameter_buffer_elements", model_->params().size()},
-          {"fingerprint", resume_fingerprint(o_, backend_name_, act_)}};
+          {"fingerprint", resume_fingerprint(o_, backend_name_, act_, world_.size())}};
 }
 
 void Trainer::save_model(const std::string& dir, std::function<void(const std::string&)> extra_files) {
+  if (!world_.root()) return;
   SaveOptions so;
   so.vocab_path = vocab_path_;
   so.do_lower_case = tok_->lowercase();
@@ -514,6 +549,7 @@ void Trainer::save_model(const std::string& dir, std::function<void(const std::s
 }
 
 void Trainer::save_checkpoint() {
+  if (!world_.root()) return;
   std::string dir = (fs::path(o_.output_dir) / ("checkpoint-" + std::to_string(step_))).string();
   // The model directory plus the training state, staged and swapped in together.
   save_model(dir, [this](const std::string& staged) {
@@ -546,7 +582,9 @@ void Trainer::restore(const std::string& dir) {
   } catch (const nlohmann::json::exception& e) {
     fail(dir, "/trainer_state.json: not valid JSON (", e.what(), ")");
   }
-  nlohmann::json expected = resume_fingerprint(o_, backend_name_, act_);
+  nlohmann::json expected = resume_fingerprint(o_, backend_name_, act_, world_.size());
+  if (state["fingerprint"].is_object() && !state["fingerprint"].contains("world_size"))
+    state["fingerprint"]["world_size"] = 1;  // checkpoints from before data parallelism: one process
   for (auto& [key, value] : expected.items()) {
     ENGINE_CHECK(state["fingerprint"].contains(key) && state["fingerprint"][key] == value, "--resume ", dir,
                  ": the checkpoint was made with ", key, " = ", state["fingerprint"].value(key, nlohmann::json()).dump(),
@@ -574,14 +612,33 @@ void Trainer::restore(const std::string& dir) {
   optimizer_->set_steps_taken(state.at("optimizer_steps").get<int64_t>());
   skipped_ = state.value("skipped_steps", int64_t(0));
   const auto& b = state.at("batcher");
-  batcher_->restore(BatcherState{b.at("epoch").get<int64_t>(), b.at("batch").get<int64_t>(),
-                                 b.at("seed").get<uint64_t>(), b.at("examples").get<int64_t>()});
+  // The cursor counts per-rank batches of the checkpoint's run; another world size with the same
+  // global batch has other per-rank batches (no token budget then): convert through the examples.
+  int64_t cursor = b.at("batch").get<int64_t>();
+  const int64_t saved_batch_size = b.value("batch_size", o_.batch_size);
+  if (saved_batch_size != o_.batch_size) {
+    ENGINE_CHECK(cursor * saved_batch_size % o_.batch_size == 0, "--resume ", dir, ": the checkpoint stopped ",
+                 cursor * saved_batch_size, " examples into its epoch, not a whole number of batches of ", o_.batch_size);
+    cursor = cursor * saved_batch_size / o_.batch_size;
+  }
+  batcher_->restore(BatcherState{b.at("epoch").get<int64_t>(), cursor, b.at("seed").get<uint64_t>(),
+                                 b.at("examples").get<int64_t>()});
   best_step_ = state.value("best_step", int64_t(-1));
   if (state["best_value"].is_number()) best_value_ = state["best_value"].get<double>();
   log_ << "  resumed from " << io::result_path(dir) << " at step " << step_ << "\n";
 }
 
+EvalShard Trainer::eval_shard() {
+  EvalShard shard;
+  shard.rank = world_.rank();
+  shard.world = world_.size();
+  shard.sum_f32 = [this](std::vector<float>& v) { world_.sum(v, "gathering the evaluation's logits"); };
+  shard.sum_f64 = [this](std::vector<double>& v) { world_.sum(v, "gathering the evaluation's losses"); };
+  return shard;
+}
+
 void Trainer::append_metrics(nlohmann::json event) {
+  if (!world_.root()) return;
   std::ofstream out(fs::path(o_.output_dir) / "metrics.jsonl", std::ios::app);
   ENGINE_CHECK(out, o_.output_dir, "/metrics.jsonl: cannot open for appending");
   out << event.dump() << "\n";
@@ -596,9 +653,9 @@ void Trainer::evaluate_and_checkpoint(bool epoch_end, bool final_step) {
                                           : (eval_now || (!has_dev() && epoch_end)) && !final_step;
   if (eval_now) {
     auto t0 = Clock::now();
-    Predictions p = predict(*model_, dev_data_, labels_, o_.eval_batch_size, o_.max_tokens);
+    Predictions p = predict(*model_, dev_data_, labels_, o_.eval_batch_size, o_.max_tokens, {}, eval_shard());
     last_dev_ = p.metrics;
-    if (final_step && task_ == Task::qa) {  // run_qa.py's eval predictions, for the official scripts
+    if (final_step && task_ == Task::qa && world_.root()) {  // run_qa.py's eval predictions, for the official scripts
       fs::create_directories(o_.output_dir);
       write_qa_predictions(p, dev_data_, o_.output_dir);
     }
@@ -623,6 +680,18 @@ void Trainer::evaluate_and_checkpoint(bool epoch_end, bool final_step) {
   if (save_now) save_checkpoint();
 }
 
+// The ranks of a data-parallel run apply the same update to the same parameters, so they must end
+// bitwise equal: checked once at the end (a digest of the parameters against rank 0's).
+void Trainer::check_replicas() {
+  if (!world_.distributed()) return;
+  Tensor master = model_->params().master();
+  std::vector<float> host(size_t(master.numel()));
+  backend_->copy_to_host(host.data(), master);
+  char digest[17];
+  std::snprintf(digest, sizeof digest, "%016llx", (unsigned long long)dist::fnv1a64(host.data(), host.size() * 4));
+  world_.check_same_as_root({{"parameters_fnv1a64", digest}}, "the trained parameters");
+}
+
 FinetuneResult Trainer::run() {
   const auto start = Clock::now();
   setup();
@@ -631,29 +700,51 @@ FinetuneResult Trainer::run() {
   double window_loss = 0, window_seconds = 0, window_flops = 0;
   int64_t window_steps = 0, window_samples = 0, window_tokens = 0;
   double last_loss = NAN;
-  const double peak = backend_->peak_tflops(act_);
+  const double peak = backend_->peak_tflops(act_) * world_.size();  // MFU against all the ranks' GPUs
   while (step_ < total_steps_) {
     auto t0 = Clock::now();
     const int64_t epoch_before = batcher_->state().epoch;
     model_->zero_grads();
-    double step_loss = 0;
+    // This rank's part of the step's loss and of its FLOPs; summed over the ranks after the step.
+    std::vector<double> step_sums = {0.0, 0.0};
     for (int64_t micro = 0; micro < accum; ++micro) {
-      PackedBatch batch = batcher_->next();
-      model_->set_batch(batch);
-      // Dropout masks are a function of (seed, step, micro-batch): a resumed run draws the same.
+      dist::Shard shard = shards_->next();
+      const PackedBatch& batch = shard.batch;
+      // The loss of a micro-batch is the mean over the rows it counts in the whole global batch, as
+      // one process would take it (trainer.h, "Data parallel"): the ranks first add up their rows.
+      std::vector<double> rows = {0.0};
+      if (batch.sequences > 0) {
+        model_->set_batch(batch);
+        rows[0] = double(model_->counted_rows());
+      }
+      const double local_rows = rows[0];
+      world_.sum(rows, "sum of the counted rows");
+      window_samples += shard.global_sequences;
+      window_tokens += shard.global_tokens;
+      if (batch.sequences == 0) continue;  // past the epoch's end: this rank adds nothing this time
+      model_->set_global_offset(shard.token_offset, shard.sequence_offset);
+      // Dropout masks are a function of (seed, step, micro-batch) and the place in the global batch:
+      // a resumed run draws the same, and so does any world size.
       const uint64_t dropout_seed = o_.seed * 0x9E3779B97F4A7C15ull + uint64_t(step_) * uint64_t(accum) + uint64_t(micro);
+      model_->set_loss_rows(int64_t(rows[0]));  // the gradient is scaled by micro_weight / global rows
       model_->forward(Pass::train, dropout_seed, micro_weight);
+      if (micro == accum - 1) grad_sync_->arm();  // the step's gradients are final in this backward
       model_->backward();
-      step_loss += double(model_->loss()) / double(accum);
+      const double share = rows[0] > 0 ? local_rows / rows[0] : 0.0;  // exactly 1 in a world of one
+      step_sums[0] += double(model_->loss()) * share / double(accum);
       double sum_sq = 0;
       for (int64_t s = 0; s < batch.sequences; ++s) {
         double len = double(batch.cu_seqlens[s + 1] - batch.cu_seqlens[s]);
         sum_sq += len * len;
       }
-      window_flops += config_.train_flops(batch.tokens, sum_sq);
-      window_samples += batch.sequences;
-      window_tokens += batch.tokens;
+      step_sums[1] += config_.train_flops(batch.tokens, sum_sq);
     }
+    // Gradients summed over the ranks before the norm: clipping, the divergence test and AdamW see
+    // the same numbers on every rank.
+    grad_sync_->finish();
+    world_.sum(step_sums, "sum of the step's loss");
+    const double step_loss = step_sums[0];
+    window_flops += step_sums[1];
     optimizer_->compute_grad_norm();
     const float norm = optimizer_->grad_norm();
     const double lr = schedule_->lr_at(step_);
@@ -716,6 +807,7 @@ FinetuneResult Trainer::run() {
     evaluate_and_checkpoint(epoch_end, step_ == total_steps_);
   }
 
+  check_replicas();
   save_model((fs::path(o_.output_dir) / "model").string());
   FinetuneResult result;
   result.steps = step_;
@@ -739,7 +831,7 @@ FinetuneResult Trainer::run() {
     end["best_" + best_metric_] = metric_value(best_value_);
   }
   if (!o_.test_file.empty() && test_data_.has_labels) {
-    result.test_metrics = predict(*model_, test_data_, labels_, o_.eval_batch_size, o_.max_tokens).metrics;
+    result.test_metrics = predict(*model_, test_data_, labels_, o_.eval_batch_size, o_.max_tokens, {}, eval_shard()).metrics;
     for (const auto& [k, v] : result.test_metrics) end["test_" + k] = metric_value(v);
     progress_.message("test: " + format_metrics(result.test_metrics));
   }
@@ -761,8 +853,19 @@ FinetuneResult Trainer::run() {
 }  // namespace
 
 FinetuneResult run_finetune(const FinetuneOptions& options, std::ostream& log) {
-  Trainer trainer(options, log);
-  return trainer.run();
+  dist::World& world = dist::World::get();
+  if (!world.distributed()) {
+    Trainer trainer(options, log, world);
+    return trainer.run();
+  }
+  // Ranks but 0 stay quiet; an error on any rank ends the whole job with that rank's message.
+  std::ostream quiet(nullptr);
+  try {
+    Trainer trainer(options, world.root() ? log : quiet, world);
+    return trainer.run();
+  } catch (const std::exception& e) {
+    world.abort_with(e.what());
+  }
 }
 
 }  // namespace engine

@@ -19,6 +19,17 @@
 // one whole. --resume continues a run from a checkpoint exactly: the same parameters as a run that
 // was never stopped (same backend and precision).
 //
+// Data parallel (engine/dist/world.h): under mpirun or srun with N > 1 ranks, each rank trains on its
+// shard of every global micro-batch (engine/dist/sharded_batches.h). The loss weight rule: a
+// micro-batch's loss is the mean over the rows it counts (sequences; tokens not ignored, for token
+// classification) in the GLOBAL micro-batch, times 1/accumulation steps, exactly as one process with
+// the whole global batch takes it. The ranks first sum their counted rows; each rank then scales the
+// loss gradient of each of its rows by 1 / (global counted rows x accumulation steps) instead of
+// 1 / (its own rows x ...) (BertModel::set_loss_rows), and the gradients are summed over the ranks
+// before the norm, clipping and AdamW; so N ranks of batch B train the model one process of batch
+// N*B trains, up to the order of floating-point sums. Rank 0 logs and writes every file; the
+// evaluation is shared by the ranks and gathered exactly; an error on any rank ends the job.
+//
 // The model and the data may also be given in memory instead of as a directory and files (the
 // embedded default, engine/train/default_run.h, uses both): the same loop, logs and evaluation.
 #pragma once
@@ -85,6 +96,9 @@ struct FinetuneOptions {
   int64_t logging_steps = 10;
   std::string on_divergence = "stop";  // stop or skip
   std::string resume;
+  // Data parallel (engine/dist/): seconds a rank waits in a collective before it ends the job.
+  double dist_timeout = 600;
+  bool dist_overlap = true;  // gradient buckets all-reduced during backward (engine/dist/grad_sync.h)
 };
 
 struct FinetuneResult {

@@ -127,7 +127,8 @@ struct Problem {
     max_len = lengths.empty() ? 0 : *std::max_element(lengths.begin(), lengths.end());
     qkv = random_bf16_values(size_t(T * 3 * H), gen);
     dout = random_bf16_values(size_t(T * H), gen);
-    rng = DropoutRng{gen(), uint32_t(gen())};
+    // offset: the batch's first query row in a data-parallel global batch (whole rows: a multiple of 4)
+    rng = DropoutRng{gen(), uint32_t(gen()), engine::attention_dropout_index(int64_t(gen() % 5000), 0, heads, 0)};
   }
   float scale() const { return 1.f / std::sqrt(float(d)); }
   BatchShape shape() const { return BatchShape{T, int64_t(lengths.size()), max_len}; }

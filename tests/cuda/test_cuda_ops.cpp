@@ -243,7 +243,8 @@ TEST(CudaOps, Dropout) {
   for (DType act : kActs)
     for (int64_t n : kTokens)
       for (float p : {0.f, 0.1f, 0.5f}) {
-        const DropoutRng rng{env.rng()(), uint32_t(env.rng()())};
+        // offset: the batch's place in a data-parallel global batch; an odd one takes the per-element path
+        const DropoutRng rng{env.rng()(), uint32_t(env.rng()()), env.rng()() % 100000};
         Both x = env.make(act, {n, 33}, env.randn(n * 33));
         Both y = env.out(act, {n, 33});
         env.cpu().dropout_forward(y.cpu, x.cpu, p, rng);
@@ -278,7 +279,7 @@ TEST(CudaOps, AddDropoutLayernorm) {
     for (int64_t T : kTokens)
       for (int64_t H : kHidden) {
         const std::string what = label(act, T, H);
-        const DropoutRng rng{env.rng()(), 3};
+        const DropoutRng rng{env.rng()(), 3, uint64_t(env.rng()() % 1000) * uint64_t(H)};  // a whole-row offset
         const float p = 0.1f;
         Both branch = env.make(act, {T, H}, env.randn(T * H)), residual = env.make(act, {T, H}, env.randn(T * H, 2.f));
         Both gamma = env.make(act, {H}, env.randn(H, 0.5f)), beta = env.make(act, {H}, env.randn(H, 0.5f));
@@ -485,7 +486,7 @@ TEST(CudaOps, AttentionSimple) {
           const std::string what = label(act, T, H) + " p=" + std::to_string(p);
           const BatchShape batch{T, B, max_len};
           const float scale = 1.f / std::sqrt(float(H / heads));
-          const DropoutRng rng{env.rng()(), 11};
+          const DropoutRng rng{env.rng()(), 11, attention_dropout_index(int64_t(env.rng()() % 1000), 0, heads, 0)};
           Both qkv = env.make(act, {T, 3 * H}, env.randn(T * 3 * H)), cu_t = env.make_i32({B + 1}, cu);
           Both out = env.out(act, {T, H}), lse = env.out(DType::f32, {T, int64_t(heads)});
           env.cpu().attention_forward(out.cpu, lse.cpu, qkv.cpu, cu_t.cpu, batch, heads, scale, p, rng);
