@@ -176,7 +176,7 @@ void check_attention(CpuBackend& ref, FastCpuBackend& fast, TestRng& rng, const 
   const int64_t T = cu.back(), B = int64_t(ac.lengths.size()), H = int64_t(ac.heads) * ac.head_dim;
   const BatchShape batch{T, B, max_len};
   const float scale = 1.f / std::sqrt(float(ac.head_dim));
-  const DropoutRng drop{rng.gen(), uint32_t(rng.integer(0, 1000))};
+  const DropoutRng drop{rng.gen(), uint32_t(rng.integer(0, 1000)), uint64_t(rng.integer(0, 100000))};  // a data-parallel offset too
   std::vector<float> qkv = rng.normals(size_t(T * 3 * H)), dout = rng.normals(size_t(T * H));
   std::vector<float> out[2], lse[2], dqkv[2];
   int i = 0;
@@ -271,7 +271,7 @@ TEST_F(FastCpu, AddDropoutLayernormMatchesReference) {
     for (int64_t H : {3, 37, 768})
       for (float p : {0.f, 0.1f}) {
         SCOPED_TRACE(::testing::Message() << "T " << T << " H " << H << " p " << p);
-        const DropoutRng drop{rng.gen(), uint32_t(rng.integer(0, 1000))};
+        const DropoutRng drop{rng.gen(), uint32_t(rng.integer(0, 1000)), uint64_t(rng.integer(0, 100000))};  // a data-parallel offset too
         std::vector<float> branch = rng.normals(size_t(T * H)), res = rng.normals(size_t(T * H), 3.0),
                            gamma = rng.normals(size_t(H)), beta = rng.normals(size_t(H)),
                            dy = rng.normals(size_t(T * H)), dgamma0 = rng.normals(size_t(H));
@@ -313,7 +313,7 @@ TEST_F(FastCpu, DropoutIsBitwiseTheReferenceInPlaceToo) {
   for (int64_t n : {1, 3, 4, 5, 1001, 70000})
     for (float p : {0.f, 0.1f, 0.5f}) {
       SCOPED_TRACE(::testing::Message() << "n " << n << " p " << p);
-      const DropoutRng drop{rng.gen(), uint32_t(rng.integer(0, 1000))};
+      const DropoutRng drop{rng.gen(), uint32_t(rng.integer(0, 1000)), uint64_t(rng.integer(0, 100000))};  // a data-parallel offset too
       const std::vector<float> x = rng.normals(size_t(n));
       std::vector<float> y_ref = poisoned(size_t(n)), x_ref = x, in_place = x;
       ref.dropout_forward(view(y_ref, {n}), view(x_ref, {n}), p, drop);

@@ -48,6 +48,7 @@ __attribute__((target_clones("arch=x86-64-v3", "default"))) void dropout_multipl
     float* out, DropoutRng rng, uint64_t first, int64_t n, uint32_t threshold, float keep_scale) {
   if (n <= 0) return;
   uint32_t words[4][kLanes];
+  first += rng.offset;  // the element's index in the global batch (engine/philox.h)
   const uint64_t last = first + uint64_t(n);  // one past
   for (uint64_t block = first >> 2; block * 4 < last; block += kLanes) {
     philox_lanes(words, block, rng);
