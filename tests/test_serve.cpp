@@ -17,6 +17,8 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "engine/model/adapter_files.h"
+#include "engine/model/checkpoint.h"
 #include "engine/serve/api.h"
 #include "engine/serve/batch_queue.h"
 #include "engine/serve/server.h"
@@ -477,6 +479,53 @@ std::map<std::string, double> parse_prometheus(const std::string& text) {
     samples[line.substr(0, space)] = v;
   }
   return samples;
+}
+
+// --adapter: a LoRA adapter (random B, so that it moves the logits) served on its base answers what
+// `engine predict --adapter` answers, and not what the base alone answers.
+TEST(ServeHttp, AdapterAnswersEqualEnginePredictWithTheAdapter) {
+  const Fixture& f = fixture();
+  const fs::path adapter = f.root / ("adapter_" + unique_suffix());
+  {
+    LoraConfig lora;
+    lora.r = 4;
+    lora.alpha = 8;
+    lora.target_modules = {"query", "value", "output.dense"};
+    auto backend = make_backend("cpu-ref");
+    ModelOptions mo;
+    mo.lora = lora;
+    BertModel model(*backend, read_model_config(f.classify.string()), mo);
+    load_weights(model, f.classify.string(), false, 0);
+    std::mt19937_64 rng(pick_seed());
+    std::normal_distribution<float> normal(0.f, 0.5f);
+    for (const ParamInfo& p : model.params().list()) {
+      if (p.name.find(".lora_B.") == std::string::npos) continue;
+      std::vector<float> b(size_t(p.numel));
+      for (float& v : b) v = normal(rng);
+      model.params().set_host(*backend, p.name, b);
+    }
+    fs::create_directories(adapter);
+    write_adapter_files(model, adapter.string(), f.classify.string());
+  }
+  const std::vector<std::string> lines(f.sentences.begin(), f.sentences.begin() + 10);
+  const std::vector<json> want = engine_predict(f.classify, lines, "--adapter " + adapter.string());
+  const std::vector<json> base = engine_predict(f.classify, lines);
+  ASSERT_EQ(want.size(), lines.size());
+  ASSERT_EQ(base.size(), lines.size());
+  ServerProcess s(f.classify.string(), {"--adapter", adapter.string()});
+  ASSERT_TRUE(s.wait_ready()) << s.log();
+  HttpResult r = HttpClient(s.port()).post("/predict", batch_body(lines, true));
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json got = json::parse(r.body);
+  ASSERT_EQ(got.size(), lines.size());
+  double moved = 0;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    expect_classify_matches(got[i], want[i], true);
+    const json& a = want[i].at("logits");
+    const json& b = base[i].at("logits");
+    for (size_t k = 0; k < a.size(); ++k) moved = std::max(moved, std::fabs(a[k].get<double>() - b[k].get<double>()));
+  }
+  EXPECT_GT(moved, 1e-3) << "the adapter should change the logits";
 }
 
 TEST(ServeHttp, HealthInfoMetricsParse) {
