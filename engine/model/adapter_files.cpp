@@ -177,8 +177,11 @@ void merge_adapters(BertModel& adapted, BertModel& plain) {
   const double scale = adapted.options().lora.scale();
   for (const ParamInfo& p : plain.params().list()) {
     std::vector<float> w = from.get_host(backend, p.name);
-    const std::string module = p.name.substr(0, p.name.size() - std::string(".weight").size());
-    const ParamInfo* a_info = p.name.size() > 7 ? from.find(module + ".lora_A.weight") : nullptr;
+    const std::string suffix = ".weight";
+    const bool is_weight = p.name.size() > suffix.size() &&
+                           p.name.compare(p.name.size() - suffix.size(), suffix.size(), suffix) == 0;
+    const std::string module = is_weight ? p.name.substr(0, p.name.size() - suffix.size()) : "";
+    const ParamInfo* a_info = is_weight ? from.find(module + ".lora_A.weight") : nullptr;
     if (a_info) {
       const std::vector<float> A = from.get_host(backend, module + ".lora_A.weight");
       const std::vector<float> B = from.get_host(backend, module + ".lora_B.weight");

@@ -4,7 +4,9 @@
 // the base model exactly. Every base parameter is frozen except the head: peft's sequence- and
 // token-classification task types save and train `classifier` (modules_to_save) and leave the
 // pooler frozen, and so does the engine. Frozen parameters have no gradient and no optimizer state
-// (engine/model/params.h), and the backward pass skips their weight-gradient products.
+// (engine/model/params.h), and the backward pass skips their weight-gradient products and the
+// embeddings' backward (frozen LayerNorms' dgamma/dbeta, which the layernorm op always writes, land
+// in one 2H scratch that nothing reads: BertModel::frozen_ln_sink_).
 //
 // Target modules are matched as peft matches a list: the module's full name equals the target or
 // ends with "." + target, over the six linear layers of each encoder layer
