@@ -59,8 +59,12 @@ std::vector<nlohmann::json> read_jsonl(const fs::path& path) {
 }
 
 // The tensors of a model.safetensors whose names start with prefix, end to end in name order.
+// The saved parameters of a model directory, or of an adapter directory (LoRA: the adapters and the
+// head), in name order.
 std::vector<double> parameters(const fs::path& model_dir, const std::string& prefix = "") {
-  io::SafetensorsFile f = io::SafetensorsFile::open((model_dir / "model.safetensors").string());
+  const fs::path adapter = model_dir / "adapter_model.safetensors";
+  io::SafetensorsFile f =
+      io::SafetensorsFile::open((fs::exists(adapter) ? adapter : model_dir / "model.safetensors").string());
   std::vector<std::string> names;
   for (const auto& t : f.tensors())
     if (t.name.compare(0, prefix.size(), prefix) == 0) names.push_back(t.name);
@@ -204,6 +208,23 @@ TEST_F(Dist, TwoRanksTrainAsOneRankWithTheirGlobalBatchTokens) {
   EXPECT_RAN(finetune(0, args(8, "one")));
   EXPECT_RAN(finetune(0, args(4, "other")));
   expect_same_training(this, dir_ / "two" / "model", dir_ / "one" / "model", dir_ / "other" / "model", model(3));
+}
+
+// LoRA under data parallelism: only the trainable prefix of the flat buffer has gradients (the
+// buckets must stop there), and the adapter dropout of an input of another width than the hidden
+// size (output.dense reads the intermediate activations) must draw the global batch's masks.
+TEST_F(Dist, TwoRanksTrainLoraAdaptersAsOneRank) {
+  const std::string lora =
+      " --peft lora --lora-r 4 --lora-alpha 8 --lora-dropout 0.1 --lora-target-modules query,value,output.dense";
+  EXPECT_RAN(finetune(2, classify_args(4, "two") + lora));
+  EXPECT_RAN(finetune(0, classify_args(8, "one") + lora));
+  EXPECT_RAN(finetune(0, classify_args(4, "other") + lora));
+  const std::vector<double> two = parameters(dir_ / "two" / "model"), one = parameters(dir_ / "one" / "model");
+  ASSERT_FALSE(one.empty());
+  const Difference d = compare(two, one);
+  std::printf("  LoRA, 2 ranks x B vs 1 rank x 2B: relative difference %.3g in norm\n", d.relative_norm);
+  EXPECT_LE(d.relative_norm, 1e-6);  // NaN fails
+  EXPECT_GT(compare(parameters(dir_ / "other" / "model"), one).relative_norm, 1e-4);  // it can tell runs apart
 }
 
 TEST_F(Dist, OverlappedBucketsSumWhatOneAllReduceSums) {
