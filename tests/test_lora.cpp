@@ -4,6 +4,7 @@
 // the errors of a bad adapter configuration.
 #include <gtest/gtest.h>
 
+#include "model_grad_check.h"
 #include "test_seed.h"
 
 #include <cmath>
@@ -102,35 +103,8 @@ void check_lora_gradients(Head head, const std::string& targets) {
       ++frozen;
       continue;
     }
-    std::vector<float> w = model.params().get_host(*backend, p.name);
-    std::vector<float> g = model.params().grad_host(*backend, p.name);
-    std::vector<double> u(w.size());
-    double norm = 0, g_norm = 0, directional = 0;
-    for (double& x : u) {
-      x = double(int64_t(rng() % 20001) - 10000);
-      norm += x * x;
-    }
-    for (size_t i = 0; i < u.size(); ++i) {
-      u[i] /= std::sqrt(norm);
-      directional += double(g[i]) * u[i];
-      g_norm += double(g[i]) * g[i];
-    }
-    g_norm = std::sqrt(g_norm);
-    const double eps = 1e-2;
-    auto shifted = [&](double sign) {
-      std::vector<float> v(w.size());
-      for (size_t i = 0; i < w.size(); ++i) v[i] = float(double(w[i]) + sign * eps * u[i]);
-      model.params().set_host(*backend, p.name, v);
-      model.forward(Pass::train, dropout_seed);
-      return double(model.loss());
-    };
-    const double fd = (8 * (shifted(+1) - shifted(-1)) - (shifted(+2) - shifted(-2))) / (12 * eps);
-    model.params().set_host(*backend, p.name, w);
-    ASSERT_TRUE(std::isfinite(directional) && std::isfinite(fd)) << p.name;
-    EXPECT_GT(g_norm, 0.0) << p.name << " has no gradient";
-    const double ulp = std::fabs(base_loss) * 1.2e-7;
-    EXPECT_LE(std::fabs(fd - directional), 2e-3 * g_norm + 16 * ulp / (2 * eps))
-        << p.name << ": finite difference " << fd << ", gradient " << directional << " (|g| " << g_norm << ")";
+    EXPECT_GT(test::expect_directional_gradient(model, *backend, p.name, rng, dropout_seed, base_loss), 0.0)
+        << p.name << " has no gradient";
     ++checked;
   }
   const int per_layer = LoraAdapters(mo.lora, c).adapted_layers_per_encoder_layer();

@@ -3,6 +3,7 @@
 // heads, dropout on), checkpoints saved and loaded back, Hugging Face name variants, config errors.
 #include <gtest/gtest.h>
 
+#include "model_grad_check.h"
 #include "test_seed.h"
 
 #include <cmath>
@@ -63,14 +64,7 @@ PackedBatch single_sequence(std::vector<int32_t> ids, int32_t label) {
   return pack_batch({e}, {0});
 }
 
-float loss_at(BertModel& model, uint64_t dropout_seed) {
-  model.forward(Pass::train, dropout_seed);
-  return model.loss();
-}
-
-// For each parameter tensor: a random unit direction u inside it, and the directional derivative
-// g.u against the four-point difference (8 (L(+eps) - L(-eps)) - (L(+2 eps) - L(-2 eps))) / 12 eps
-// along u. The loss is f32, so the difference quotient carries a few ulps of |L| divided by eps of
+// For each parameter tensor, the directional check of model_grad_check.h. The loss is f32, so the difference quotient carries a few ulps of |L| divided by eps of
 // rounding (one ulp of a loss near 10 over 2e-2 is already 5e-5). Its truncation error is
 // O(eps^4): the two-point (L(+eps) - L(-eps)) / 2 eps used before had an O(eps^2) error that
 // reached 1% for the token type embeddings (shared by every token, so the loss curves most along
@@ -106,33 +100,7 @@ void check_model_gradients(Head head, int64_t labels) {
 
   int checked = 0;
   for (const ParamInfo& p : model.params().list()) {
-    std::vector<float> w = model.params().get_host(*backend, p.name);
-    std::vector<float> g = model.params().grad_host(*backend, p.name);
-    std::vector<double> u(w.size());
-    double norm = 0, g_norm = 0, directional = 0;
-    for (double& x : u) {
-      x = double(int64_t(rng() % 20001) - 10000);
-      norm += x * x;
-    }
-    for (size_t i = 0; i < u.size(); ++i) {
-      u[i] /= std::sqrt(norm);
-      directional += double(g[i]) * u[i];
-      g_norm += double(g[i]) * g[i];
-    }
-    g_norm = std::sqrt(g_norm);
-    const double eps = 1e-2;
-    auto shifted = [&](double sign) {
-      std::vector<float> v(w.size());
-      for (size_t i = 0; i < w.size(); ++i) v[i] = float(double(w[i]) + sign * eps * u[i]);
-      model.params().set_host(*backend, p.name, v);
-      return double(loss_at(model, dropout_seed));
-    };
-    const double fd = (8 * (shifted(+1) - shifted(-1)) - (shifted(+2) - shifted(-2))) / (12 * eps);
-    model.params().set_host(*backend, p.name, w);
-    ASSERT_TRUE(std::isfinite(directional) && std::isfinite(fd)) << p.name;
-    const double ulp = std::fabs(base_loss) * 1.2e-7;
-    EXPECT_LE(std::fabs(fd - directional), 2e-3 * g_norm + 16 * ulp / (2 * eps))
-        << p.name << ": finite difference " << fd << ", gradient " << directional << " (|g| " << g_norm << ")";
+    test::expect_directional_gradient(model, *backend, p.name, rng, dropout_seed, base_loss);
     ++checked;
   }
   EXPECT_EQ(checked, int(model.params().list().size()));
